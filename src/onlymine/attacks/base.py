@@ -1,0 +1,143 @@
+"""What every attack shares: input handling, the eps-ball projection, seeding and per-image records."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from onlymine.models.classifier import Classifier
+
+Images = torch.Tensor | Sequence[torch.Tensor]
+
+
+def as_list(images: Images) -> list[torch.Tensor]:
+    """(N,3,H,W) tensor or sequence of (3,H,W) tensors -> list of (3,H,W) tensors."""
+    if isinstance(images, torch.Tensor):
+        if images.dim() == 3:
+            images = images.unsqueeze(0)
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected (N, 3, H, W) RGB images, got shape {tuple(images.shape)}")
+        return list(images.unbind(0))
+    out = list(images)
+    for im in out:
+        if im.dim() != 3 or im.shape[0] != 3:
+            raise ValueError(f"expected (3, H, W) RGB images, got shape {tuple(im.shape)}")
+    return out
+
+
+def like_input(xs: list[torch.Tensor], images: Images) -> Images:
+    return torch.stack(xs) if isinstance(images, torch.Tensor) and images.dim() == 4 else xs
+
+
+def project(x: torch.Tensor, x0: torch.Tensor, eps: float) -> torch.Tensor:
+    """Onto {||x - x0||_inf <= eps} intersected with [0, 1]."""
+    return torch.clamp(torch.minimum(torch.maximum(x, x0 - eps), x0 + eps), 0.0, 1.0)
+
+
+def uniform_like(x: torch.Tensor, eps: float, gen: torch.Generator) -> torch.Tensor:
+    """U(-eps, eps) noise, drawn on the CPU from ``gen`` so a seed gives the same result on any device."""
+    noise = torch.rand(x.shape, generator=gen, dtype=torch.float32)
+    return ((noise * 2 - 1) * eps).to(device=x.device, dtype=x.dtype)
+
+
+def psnr(x: torch.Tensor, x0: torch.Tensor) -> float:
+    mse = float(torch.mean((x.float() - x0.float()) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+@dataclass
+class AttackResult:
+    """Adversarial images plus one record per image."""
+
+    images: Images
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Attack:
+    """Base class. Subclasses implement :meth:`perturb` on a list of images already on the model's device.
+
+    Args:
+        model: the authorized :class:`Classifier`.
+        eps: L-inf budget in [0,1] pixel units (16/255 in the paper).
+        seed: seeds the random start / noise; the same seed gives the same output.
+        record_layers: feature layers whose distortion is recorded (defaults to the attack's own layers).
+    """
+
+    name = "attack"
+
+    def __init__(self, model: Classifier, eps: float = 16 / 255, seed: int | None = 0,
+                 record_layers: Sequence[str] | None = None) -> None:
+        if not 0 <= eps <= 1:
+            raise ValueError(f"eps must be in [0, 1] (pixel/255 units), got {eps}")
+        self.model = model
+        self.eps = float(eps)
+        self.seed = seed
+        self.record_layers = list(record_layers or [])
+        self.records: list[dict[str, Any]] = []
+
+    # -- API -------------------------------------------------------------
+    def __call__(self, images: Images, labels: torch.Tensor | None = None) -> Images:
+        return self.run(images, labels).images
+
+    def run(self, images: Images, labels: torch.Tensor | None = None) -> AttackResult:
+        xs = as_list(images)
+        device = self.model.device
+        x0 = [x.detach().to(device=device, dtype=torch.float32) for x in xs]
+        if any(float(x.min()) < 0 or float(x.max()) > 1 for x in x0):
+            raise ValueError("images must be in [0, 1]")
+        with torch.no_grad():
+            logits0, feats0 = self.model.forward_features(x0, self.record_layers)
+        y = logits0.argmax(-1) if labels is None else labels.to(device).long().view(-1)
+        if len(y) != len(x0):
+            raise ValueError(f"{len(y)} labels for {len(x0)} images")
+        gen = torch.Generator().manual_seed(self.seed if self.seed is not None else torch.seed())
+        adv = self.perturb(x0, y, gen)
+        adv = [project(a.detach(), x, self.eps) for a, x in zip(adv, x0, strict=True)]
+        self.records = self.image_records(x0, adv, logits0, feats0, y)
+        out = [a.to(device=x.device, dtype=x.dtype) for a, x in zip(adv, xs, strict=True)]
+        return AttackResult(like_input(out, images), self.records)
+
+    def perturb(self, x0: list[torch.Tensor], y: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """The settings that define the output (saved in manifests)."""
+        return {"attack": self.name, "eps": self.eps, "seed": self.seed}
+
+    # -- records -----------------------------------------------------------
+    @torch.no_grad()
+    def image_records(self, x0: list[torch.Tensor], adv: list[torch.Tensor], logits0: torch.Tensor,
+                      feats0: dict[str, torch.Tensor], y: torch.Tensor) -> list[dict[str, Any]]:
+        return image_records(self.model, x0, adv, logits0, feats0, y, self.record_layers)
+
+
+@torch.no_grad()
+def image_records(model: Classifier, x0: list[torch.Tensor], adv: list[torch.Tensor], logits0: torch.Tensor,
+                  feats0: dict[str, torch.Tensor], y: torch.Tensor, layers: Sequence[str]) -> list[dict[str, Any]]:
+    """Per image: feature distortion (MSE and relative to the clean feature energy) per layer, the authorized
+    clean/protected top-1 and confidence, the label used, L-inf and PSNR."""
+    logits1, feats1 = model.forward_features(adv, layers)
+    p0, p1 = logits0.float().softmax(-1), logits1.float().softmax(-1)
+    rows = []
+    for i, (a, x) in enumerate(zip(adv, x0, strict=True)):
+        row: dict[str, Any] = {
+            "label": int(y[i]),
+            "clean_top1": int(p0[i].argmax()),
+            "clean_conf": round(float(p0[i].max()), 6),
+            "protected_top1": int(p1[i].argmax()),
+            "protected_conf": round(float(p1[i].max()), 6),
+            "linf": float((a - x).abs().max()),
+            "psnr": round(psnr(a, x), 4),
+        }
+        row["kept"] = row["protected_top1"] == row["clean_top1"]
+        for name in layers:
+            f0, f1 = feats0[name][i].float(), feats1[name][i].float()
+            mse = float(torch.mean((f1 - f0) ** 2))
+            row[f"feat_mse[{name}]"] = mse
+            row[f"feat_rel[{name}]"] = mse / max(float(torch.mean(f0**2)), 1e-12)
+        rows.append(row)
+    return rows

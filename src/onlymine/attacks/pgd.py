@@ -1,0 +1,51 @@
+"""PGD baseline: untargeted cross-entropy ascent on the authorized model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from onlymine.attacks.base import Attack, project, uniform_like
+from onlymine.models.classifier import Classifier
+
+
+class PGD(Attack):
+    """Projected gradient descent, Madry et al., "Towards Deep Learning Models Resistant to Adversarial
+    Attacks", ICLR 2018 (arXiv:1706.06083): maximise CE(f(x*), y) in the L-inf ball.
+
+    It fools the authorized model itself, so it is the baseline that shows why FMD needs a keep term; the
+    same step rule as torchattacks.PGD.
+
+    Args:
+        model: the :class:`~onlymine.models.Classifier` to attack.
+        eps, alpha, steps, random_start, seed: as :class:`~onlymine.attacks.FMD`.
+        record_layers: layers whose feature distortion is recorded for comparison with FMD.
+
+    Example:
+        >>> adv = PGD(clf, eps=16/255, alpha=4/255, steps=100)(images)
+    """
+
+    name = "pgd"
+
+    def __init__(self, model: Classifier, eps: float = 16 / 255, alpha: float = 4 / 255, steps: int = 100,
+                 random_start: bool = True, seed: int | None = 0, record_layers: Sequence[str] | None = None) -> None:
+        super().__init__(model, eps=eps, seed=seed, record_layers=record_layers)
+        self.alpha, self.steps, self.random_start = float(alpha), int(steps), random_start
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "alpha": self.alpha, "steps": self.steps, "random_start": self.random_start}
+
+    def perturb(self, x0: list[torch.Tensor], y: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
+        x = [project(x + uniform_like(x, self.eps, gen), x, self.eps) if self.random_start else x.clone()
+             for x in x0]
+        for _ in range(self.steps):
+            for xi in x:
+                xi.requires_grad_(True)
+            loss = F.cross_entropy(self.model(x).float(), y, reduction="sum")
+            grads = torch.autograd.grad(loss, x)
+            with torch.no_grad():
+                x = [project(xi + self.alpha * g.sign(), xo, self.eps) for xi, g, xo in zip(x, grads, x0, strict=True)]
+        return x

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``onlymine`` CLI (thin layers over the library)."""

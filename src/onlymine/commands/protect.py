@@ -1,0 +1,84 @@
+"""``onlymine protect INPUT... -o OUTDIR``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from onlymine.protect import Outcome, protect_paths
+from onlymine.settings import DEFAULT_PRESET, PRESETS, ProtectSettings, parse_budget
+
+
+def add_attack_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that runs an attack."""
+    p.add_argument("--model", default="torchvision:mobilenet_v2", help="authorized model spec (see `onlymine models`)")
+    p.add_argument("--layer", action="append", help="feature layer to distort (repeatable; see `onlymine layers`)")
+    p.add_argument("--eps", type=parse_budget, help="L-inf budget: 16 (=16/255), 16/255 or 0.0627")
+    p.add_argument("--alpha", type=parse_budget, help="step size, same units as --eps")
+    p.add_argument("--steps", type=int, help="number of ascent steps")
+    p.add_argument("--lam", type=float, help="weight of the keep term (default: measured per model)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
+                   help=f"budget preset, overridden by explicit flags (default {DEFAULT_PRESET})")
+    p.add_argument("--paper", action="store_true", help="the paper's exact procedure (eps 16, alpha 4, N 100, last iterate)")
+    p.add_argument("--attack", default="fmd", choices=["fmd", "feature-only", "pgd", "uniform-noise"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--batch-size", type=int, default=8)
+
+
+def settings_from_args(a: argparse.Namespace) -> ProtectSettings:
+    return ProtectSettings.build(
+        preset=a.preset, paper=a.paper, model=a.model, attack=a.attack, layer=a.layer, eps=a.eps, alpha=a.alpha,
+        steps=a.steps, lam=a.lam, seed=a.seed, fmt=getattr(a, "format", None), quality=getattr(a, "quality", None),
+        retries=getattr(a, "retries", None))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("protect", help="protect photos so only the authorized model reads them",
+                       description="Protect image files and folders (recursive). Originals are never modified.")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders")
+    p.add_argument("-o", "--out", required=True, help="output folder (gets manifest.jsonl and config.json)")
+    add_attack_options(p)
+    p.add_argument("--format", choices=["png", "jpeg", "webp", "tiff"], default="png")
+    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
+    p.add_argument("--retries", type=int, default=2, help="re-optimisations if a saved file flips the prediction")
+    p.add_argument("--resume", action="store_true", help="skip images already done with the same settings")
+    p.add_argument("--max-pixels", type=int, default=None, help="reject larger images (decompression-bomb guard)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(a: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(a)
+    except (ValueError, TypeError) as e:
+        print(f"onlymine: {e}", file=sys.stderr)
+        return 2
+    if settings.fmt == "jpeg":
+        print("warning: JPEG compression weakens the protection; PNG is recommended", file=sys.stderr)
+    from onlymine.models import LayerError, ModelError
+
+    def report(o: Outcome) -> None:
+        if o.status in ("error", "failed"):
+            print(f"{o.status}: {o.message}", file=sys.stderr)
+
+    try:
+        from onlymine.protect import Protector
+
+        prot = Protector(settings, device=a.device)
+    except (ModelError, LayerError, ValueError) as e:
+        print(f"onlymine: {e}", file=sys.stderr)
+        return 2
+    print("configuration: " + json.dumps(prot.settings.to_dict(), sort_keys=True))
+    summary = protect_paths(a.inputs, a.out, settings, batch_size=a.batch_size, resume=a.resume,
+                            max_pixels=a.max_pixels, progress=not a.no_progress, on_outcome=report, protector=prot)
+    for o in summary.outcomes:
+        if o.status in ("ok", "failed") and o.row:
+            v = o.row["verified"]
+            print(f"{o.status:6s} {o.path}  top1 {v['top1']} ({o.row.get('model_class')}) "
+                  f"kept={v['kept']} linf={v['linf'] * 255:.1f}/255 psnr={v['psnr']:.2f}dB")
+    n = {k: summary.count(k) for k in ("ok", "failed", "error", "skipped")}
+    print(f"{n['ok']} protected, {n['failed']} failed verification, {n['error']} unreadable, "
+          f"{n['skipped']} skipped (already done); manifest: {a.out}/manifest.jsonl")
+    return 0 if summary.ok else 1

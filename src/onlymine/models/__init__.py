@@ -1,0 +1,18 @@
+"""Authorized models: the :class:`Classifier` wrapper, its config, and the spec registry."""
+
+from onlymine.models.cfg import ModelCfg
+from onlymine.models.classifier import Classifier
+from onlymine.models.registry import KNOWN_SPECS, ModelError, list_specs, load_model, parse_spec, spec_available
+from onlymine.models.taps import LayerError
+
+__all__ = [
+    "KNOWN_SPECS",
+    "Classifier",
+    "LayerError",
+    "ModelCfg",
+    "ModelError",
+    "list_specs",
+    "load_model",
+    "parse_spec",
+    "spec_available",
+]

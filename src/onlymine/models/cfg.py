@@ -1,0 +1,36 @@
+"""Per-model preprocessing record, in the spirit of timm's ``PretrainedCfg``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    """How a model wants its input, and what its outputs mean.
+
+    Attributes:
+        name: the model spec this config belongs to (e.g. ``torchvision:mobilenet_v2``).
+        input_size: (H, W) the network runs at.
+        mean, std: per-channel normalisation applied to [0,1] RGB inside the wrapper.
+        interpolation: ``bilinear`` | ``bicubic`` | ``nearest`` for the differentiable resize.
+        crop_pct: centre crop as a fraction of the shorter side (torchvision: 224/256); ``None`` stretches
+            the whole image to ``input_size`` (no crop, aspect ratio not kept).
+        class_names: names of the logits, if known.
+        pretrained: whether real trained weights are loaded (random-init models say ``False`` everywhere).
+        weights: where the weights came from (file, package, hub cache), for provenance.
+    """
+
+    name: str
+    input_size: tuple[int, int] = (224, 224)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    crop_pct: float | None = 0.875
+    class_names: tuple[str, ...] | None = field(default=None, repr=False)
+    pretrained: bool = True
+    weights: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False)

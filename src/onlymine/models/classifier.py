@@ -1,0 +1,109 @@
+"""The one wrapper every authorized model goes through: [0,1] RGB in, logits and named feature maps out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from onlymine.models.cfg import ModelCfg
+from onlymine.models.preprocess import to_model_input
+from onlymine.models.taps import FeatureTaps
+
+
+class Classifier(nn.Module):
+    """A differentiable classifier that owns its preprocessing (like foolbox's model wrapper).
+
+    Attacks only ever see this interface: inputs are RGB in [0,1] of any size (an (N, 3, H, W) tensor, or a
+    list of (3, H_i, W_i) tensors for photos of different sizes); resizing, cropping and mean/std happen
+    inside, differentiably, so an L-inf budget is always in plain pixel/255 units.
+
+    Args:
+        net: the network, taking the normalised (N, 3, h, w) batch and returning (N, K) logits.
+        cfg: its :class:`ModelCfg` (input size, mean/std, interpolation, crop, class names).
+
+    Example:
+        >>> clf = load_model("torchvision:mobilenet_v2")
+        >>> logits, feats = clf.forward_features(images, ["features.7"])
+    """
+
+    def __init__(self, net: nn.Module, cfg: ModelCfg) -> None:
+        super().__init__()
+        self.net = net.eval()
+        self.cfg = cfg
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.taps = FeatureTaps(self.net)
+        self._stages: list[str] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.net.parameters():
+            return t.device
+        for t in self.net.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    def preprocess(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        return to_model_input(images, self.cfg)
+
+    def forward(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Logits (N, K) for [0,1] images."""
+        return self.net(self.preprocess(images))
+
+    def forward_features(
+        self, images: torch.Tensor | Sequence[torch.Tensor], layers: Sequence[str]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits and the named intermediate feature maps, in one forward pass."""
+        with self.taps.capture(layers) as feats:
+            logits = self.net(self.preprocess(images))
+        return logits, dict(feats)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(top-1 class, its softmax confidence) per image."""
+        probs = self.forward(images).float().softmax(-1)
+        conf, cls = probs.max(-1)
+        return cls, conf
+
+    def layers(self) -> list[str]:
+        """Names of the tappable layers (module names, in forward order where known)."""
+        return self.taps.names()
+
+    def stages(self) -> list[str]:
+        """The main feature stages: the children of the container with the most feature-map outputs
+        (``features.0..18`` for MobileNetV2, ``_blocks.0..15`` for EfficientNet-Lite, ``layer1..4`` for ResNet)."""
+        if self._stages is None:
+            shapes = self.layer_shapes()
+            modules = dict(self.net.named_modules())
+            by_parent: dict[str, list[str]] = {}
+            for name, shape in shapes.items():
+                if len(shape) >= 3 and not (len(shape) == 4 and shape[-1] == shape[-2] == 1):
+                    by_parent.setdefault(name.rpartition(".")[0], []).append(name)
+            best = max(by_parent.values(), key=len) if by_parent else []
+            blocks = [n for n in best if any(True for _ in modules[n].children())]
+            self._stages = blocks if len(blocks) >= 3 else best
+        return self._stages
+
+    def default_layer(self) -> str:
+        """A mid-depth stage (about 40% deep): the fallback feature layer for models without a measured one."""
+        stages = self.stages()
+        if not stages:
+            raise ValueError(f"{self.name}: no feature-map layer found; pass a layer explicitly")
+        return stages[int(0.4 * (len(stages) - 1))]
+
+    @torch.no_grad()
+    def layer_shapes(self, layers: Sequence[str] | None = None) -> dict[str, tuple[int, ...]]:
+        """Output shape of each tappable layer for one input at the model's input size."""
+        names = list(layers) if layers is not None else self.layers()
+        h, w = self.cfg.input_size
+        x = torch.zeros(1, 3, h, w, device=self.device)
+        with self.taps.capture(names, detach=True, strict=False) as feats:
+            self.net((x - 0.5) / 0.25)
+        order = list(feats)
+        return {n: tuple(feats[n].shape) for n in order}

@@ -1,0 +1,74 @@
+"""Named intermediate feature maps ("taps") via forward hooks.
+
+Hooks are used rather than ``torchvision.models.feature_extraction.create_feature_extractor`` because they
+work on every ``nn.Module`` (torchvision, EfficientNet-Lite, onnx2torch graphs, models FX cannot trace),
+return the logits and the features in the same single forward pass, and cost nothing when no layer is
+tapped. A tap name is a module name from ``named_modules()`` (``features.7``, ``_blocks.5``). For modules
+whose output is a tuple, the first tensor is taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+class LayerError(KeyError):
+    """An unknown layer name; the message lists close matches."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0])
+
+
+def _first_tensor(out: object) -> torch.Tensor | None:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        for o in out:
+            t = _first_tensor(o)
+            if t is not None:
+                return t
+    return None
+
+
+class FeatureTaps:
+    """Capture outputs of named submodules of ``net`` during a forward pass."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net = net
+        self._modules = {name: m for name, m in net.named_modules() if name}
+
+    def names(self) -> list[str]:
+        return list(self._modules)
+
+    def resolve(self, name: str) -> nn.Module:
+        if name not in self._modules:
+            close = [n for n in self._modules if n.startswith(name) or name in n][:8]
+            hint = f" Did you mean one of: {', '.join(close)}?" if close else " Run `onlymine layers SPEC`."
+            raise LayerError(f"unknown layer {name!r}.{hint}")
+        return self._modules[name]
+
+    @contextmanager
+    def capture(self, layers: Sequence[str], detach: bool = False, strict: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+        feats: dict[str, torch.Tensor] = {}
+        handles = []
+        for name in dict.fromkeys(layers):
+            module = self.resolve(name)
+
+            def hook(_m: nn.Module, _inp: object, out: object, name: str = name) -> None:
+                t = _first_tensor(out)
+                if t is not None:
+                    feats[name] = t.detach() if detach else t
+
+            handles.append(module.register_forward_hook(hook))
+        try:
+            yield feats
+        finally:
+            for h in handles:
+                h.remove()
+        missing = [n for n in layers if n not in feats]
+        if strict and missing:
+            raise LayerError(f"layer(s) {missing} produced no tensor output during the forward pass")

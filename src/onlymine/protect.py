@@ -1,0 +1,256 @@
+"""The one path every image takes: file -> decode -> attack -> atomic save -> verify the saved file -> manifest.
+
+The CLI, the web service, experiments and benchmarks all call :func:`protect_paths` (or :class:`Protector`
+for in-memory use); none has its own attack loop, image loading or verification.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from onlymine import io
+from onlymine.attacks import ATTACKS, FMD, Attack
+from onlymine.models import Classifier, load_model
+from onlymine.settings import ProtectSettings
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.jsonl"
+CONFIG = "config.json"
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def build_attack(model: Classifier, s: ProtectSettings, **changes: Any) -> Attack:
+    """The attack that ``settings`` describe (``changes`` override single values, e.g. for a retry)."""
+    s = replace(s, **changes) if changes else s
+    layers = s.layer or [model.default_layer()]
+    if s.attack == "fmd":
+        return FMD(model, layers, eps=s.eps, alpha=s.alpha, steps=s.steps, lam=float(s.lam or 0.0),
+                   random_start=s.random_start, keep_best=s.keep_best, seed=s.seed)
+    if s.attack == "feature-only":
+        return ATTACKS[s.attack](model, layers, eps=s.eps, alpha=s.alpha, steps=s.steps,
+                                 random_start=s.random_start, seed=s.seed)
+    if s.attack == "pgd":
+        return ATTACKS[s.attack](model, eps=s.eps, alpha=s.alpha, steps=s.steps, random_start=s.random_start,
+                                 seed=s.seed, record_layers=layers)
+    if s.attack == "uniform-noise":
+        return ATTACKS[s.attack](model, eps=s.eps, seed=s.seed, record_layers=layers)
+    raise ValueError(f"unknown attack {s.attack!r}; known: {sorted(ATTACKS)}")
+
+
+@dataclass
+class Outcome:
+    """One image's fate; ``row`` is its manifest line."""
+
+    path: Path
+    status: str  # ok | failed | error | skipped
+    message: str = ""
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Summary:
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def ok(self) -> bool:
+        return self.count("failed") == 0 and self.count("error") == 0
+
+
+class Protector:
+    """Protects decoded images with one authorized model and verifies the saved files.
+
+    Args:
+        settings: a :class:`ProtectSettings` (resolved against the model's defaults here).
+        device: ``auto`` | ``cpu`` | ``cuda`` | ...
+        model: an already loaded :class:`Classifier` (else ``settings.model`` is loaded).
+    """
+
+    def __init__(self, settings: ProtectSettings, device: str = "auto", model: Classifier | None = None) -> None:
+        self.device = pick_device(device)
+        self.model = model if model is not None else load_model(settings.model, device=self.device)
+        s = settings.resolved()
+        self.settings = replace(s, layer=s.layer or [self.model.default_layer()])
+        self.attack = build_attack(self.model, self.settings)
+
+    def protect_batch(self, images: Sequence[io.LoadedImage], outputs: Sequence[Path],
+                      overwrite: bool = False) -> list[Outcome]:
+        """Attack, save atomically, re-read and verify; re-optimise images whose saved file flips."""
+        s = self.settings
+        x0 = [im.rgb if im.bit_depth == 8 else io.quantize(im.rgb) for im in images]
+        t0 = time.perf_counter()
+        result = self.attack.run(x0)
+        adv, records = list(result.images), list(result.records)
+        clean = torch.tensor([r["clean_top1"] for r in records])
+        attempts = [1] * len(images)
+        pending = list(range(len(images)))
+        verified: dict[int, dict[str, Any]] = {}
+        for attempt in range(s.retries + 1):
+            for i in pending:
+                io.save_image(outputs[i], adv[i], images[i].alpha, fmt=s.fmt, quality=s.quality,
+                              icc_profile=images[i].icc_profile, overwrite=overwrite or attempt > 0)
+            reread = [io.load_image(outputs[i]).rgb for i in pending]
+            top1, conf = self.model.predict(reread)
+            for k, i in enumerate(pending):
+                verified[i] = {
+                    "top1": int(top1[k]),
+                    "conf": round(float(conf[k]), 6),
+                    "kept": int(top1[k]) == int(clean[i]),
+                    "linf": float((reread[k] - x0[i]).abs().max()),
+                    "linf_vs_original": float((reread[k] - images[i].rgb).abs().max()),
+                    "psnr": _psnr(reread[k], images[i].rgb),
+                }
+            pending = [i for i in pending if not verified[i]["kept"]]
+            if not pending or attempt == s.retries:
+                break
+            # Re-optimise the flipped images with a 10x stronger keep term and a new random start.
+            log.info("re-optimising %d image(s) whose saved file flipped the authorized prediction", len(pending))
+            retry = build_attack(self.model, s, lam=float(s.lam or 0.0) * 10 ** (attempt + 1) or 1.0,
+                                 keep_best=True, seed=s.seed + attempt + 1) if s.attack in ("fmd",) else None
+            if retry is None:
+                break
+            res = retry.run([x0[i] for i in pending], labels=clean[pending])
+            for k, i in enumerate(pending):
+                adv[i], records[i] = res.images[k], res.records[k]
+                attempts[i] += 1
+        seconds = (time.perf_counter() - t0) / max(1, len(images))
+        outcomes = []
+        for i, im in enumerate(images):
+            v = verified[i]
+            ok = v["kept"] and (s.fmt != "png" or v["linf"] <= s.eps + 1e-6)
+            msg = "" if ok else (
+                f"{im.path}: authorized prediction not kept on the saved file after {attempts[i]} attempt(s)"
+                if not v["kept"] else f"{im.path}: L-inf {v['linf']:.5f} exceeds eps {s.eps:.5f}")
+            row = {
+                "input": str(im.path), "output": str(outputs[i]), "sha256": im.sha256,
+                "status": "ok" if ok else "failed", "settings_key": s.key(), "settings": s.to_dict(),
+                "size": list(im.size), "mode": im.mode, "attempts": attempts[i], "seconds": round(seconds, 3),
+                "record": records[i], "verified": v, "model_class": self._class_name(v["top1"]),
+            }
+            if msg:
+                row["error"] = msg
+            outcomes.append(Outcome(im.path, row["status"], msg, row))
+        return outcomes
+
+    def _class_name(self, idx: int) -> str | None:
+        names = self.model.cfg.class_names
+        return names[idx] if names and 0 <= idx < len(names) else None
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(torch.mean((a - b) ** 2))
+    return math.inf if mse == 0 else round(10 * math.log10(1 / mse), 4)
+
+
+def _done(manifest: Path, key: str) -> dict[str, dict[str, Any]]:
+    """Rows of earlier runs with the same settings that need no redo, by input sha256 + path."""
+    if not manifest.exists():
+        return {}
+    return {f"{r['sha256']}:{r['input']}": r for r in io.read_jsonl(manifest)
+            if r.get("settings_key") == key and r.get("status") in ("ok", "failed")}
+
+
+def protect_paths(inputs: Sequence[str | Path], out_dir: str | Path, settings: ProtectSettings,
+                  device: str = "auto", batch_size: int = 8, resume: bool = False, max_pixels: int | None = None,
+                  progress: bool = True, on_outcome: Callable[[Outcome], None] | None = None,
+                  protector: Protector | None = None) -> Summary:
+    """Protect files and folders into ``out_dir``; one manifest row per image; never touches the inputs.
+
+    Bad files (corrupt, truncated, empty, not an image, too many pixels) are reported one line each and
+    the run goes on. With ``resume``, images already in the manifest with the same settings are skipped;
+    without it, an existing output file is never overwritten.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prot = protector or Protector(settings, device=device)
+    s = prot.settings
+    io.write_text_atomic(out / CONFIG, _config_json(s, prot.model))
+    manifest = out / MANIFEST
+    files, errors = io.find_images(inputs, exclude=out)
+    summary = Summary()
+
+    def emit(o: Outcome) -> None:
+        summary.outcomes.append(o)
+        if o.row:
+            io.append_jsonl(manifest, o.row)
+        if on_outcome:
+            on_outcome(o)
+
+    for e in errors:
+        emit(Outcome(Path(e.path), "error", str(e), _error_row(e, s)))
+    done = _done(manifest, s.key()) if resume else {}
+    roots = _roots(inputs)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(files), unit="img", desc="protect", disable=not progress)
+    batch: list[tuple[io.LoadedImage, Path]] = []
+
+    def flush() -> None:
+        if batch:
+            for o in prot.protect_batch([b[0] for b in batch], [b[1] for b in batch], overwrite=resume):
+                emit(o)
+            bar.update(len(batch))
+            batch.clear()
+
+    for path in files:
+        try:
+            im = io.load_image(path, **({"max_pixels": max_pixels} if max_pixels else {}))
+        except io.ImageError as e:
+            emit(Outcome(path, "error", str(e), _error_row(e, s)))
+            bar.update(1)
+            continue
+        prev = done.get(f"{im.sha256}:{path}")
+        target = io.output_path(path, roots.get(path), out, s.fmt)
+        if prev is not None and Path(prev["output"]).exists():
+            summary.outcomes.append(Outcome(path, "skipped", "already in manifest", prev))
+            bar.update(1)
+            continue
+        if target.exists() and not resume:
+            emit(Outcome(path, "error", f"{path}: output {target} already exists (use --resume or another -o)",
+                         {}))
+            bar.update(1)
+            continue
+        batch.append((im, target))
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    bar.close()
+    return summary
+
+
+def _roots(inputs: Iterable[str | Path]) -> dict[Path, Path]:
+    """Map each file found under a folder input to that folder (to mirror sub-folders in the output)."""
+    roots: dict[Path, Path] = {}
+    for inp in inputs:
+        p = Path(inp)
+        if p.is_dir():
+            for f in p.rglob("*"):
+                roots.setdefault(f, p)
+    return roots
+
+
+def _error_row(e: io.ImageError, s: ProtectSettings) -> dict[str, Any]:
+    return {"input": str(e.path), "status": "error", "error": str(e), "settings_key": s.key()}
+
+
+def _config_json(s: ProtectSettings, model: Classifier) -> str:
+    import json
+
+    return json.dumps({"settings": s.to_dict(), "settings_key": s.key(), "model_weights": model.cfg.weights,
+                       "pretrained": model.cfg.pretrained, "input_size": model.cfg.input_size}, indent=2) + "\n"

@@ -1,0 +1,98 @@
+"""Protection settings: presets, per-model defaults, and parsing of user-facing values like ``16/255``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from fractions import Fraction
+from typing import Any
+
+# Per built-in model: the feature layer and lam chosen by measurement (docs/defaults.md, produced by
+# `python benchmarks/sweep_defaults.py`). Models not listed fall back to a mid-depth stage.
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "torchvision:mobilenet_v2": {"layer": "features.7", "lam": 0.01},
+    "efficientnet-lite:lite0": {"layer": "_blocks.5", "lam": 0.01},
+    "efficientnet-lite:lite1": {"layer": "_blocks.7", "lam": 0.01},
+    "efficientnet-lite:lite2": {"layer": "_blocks.7", "lam": 0.01},
+}
+FALLBACK_LAM = 0.01
+
+# Presets trade protection for image quality; explicit flags override them.
+PRESETS: dict[str, dict[str, Any]] = {
+    "low": {"eps": 4 / 255, "alpha": 1 / 255, "steps": 50},
+    "mid": {"eps": 8 / 255, "alpha": 2 / 255, "steps": 100},
+    "high": {"eps": 16 / 255, "alpha": 4 / 255, "steps": 100},
+}
+DEFAULT_PRESET = "high"
+# The paper's exact procedure (Chai et al. 2024): last iterate, no best-iterate selection.
+PAPER = {"eps": 16 / 255, "alpha": 4 / 255, "steps": 100, "keep_best": False, "random_start": True}
+
+
+def parse_budget(value: str | float) -> float:
+    """``'16'`` -> 16/255, ``'16/255'`` -> 16/255, ``'0.0627'`` -> 0.0627 (a value < 1 is taken as is)."""
+    if isinstance(value, (int, float)):
+        v = float(value)
+    else:
+        s = value.strip()
+        try:
+            v = float(Fraction(s)) if "/" in s else float(s)
+        except (ValueError, ZeroDivisionError) as e:
+            raise ValueError(f"cannot read {value!r} as a budget: use e.g. 16 (= 16/255), 16/255 or 0.0627") from e
+        if "/" not in s and v >= 1:
+            v = v / 255
+    if not 0 <= v <= 1:
+        raise ValueError(f"budget {value!r} is outside [0, 1] in pixel units")
+    return v
+
+
+@dataclass
+class ProtectSettings:
+    """Everything that defines a protected output. Saved in every manifest row."""
+
+    model: str = "torchvision:mobilenet_v2"
+    attack: str = "fmd"
+    layer: list[str] = field(default_factory=list)  # empty: the model's default
+    eps: float = PRESETS[DEFAULT_PRESET]["eps"]
+    alpha: float = PRESETS[DEFAULT_PRESET]["alpha"]
+    steps: int = PRESETS[DEFAULT_PRESET]["steps"]
+    lam: float | None = None  # None: the model's default
+    keep_best: bool = True
+    random_start: bool = True
+    seed: int = 0
+    fmt: str = "png"
+    quality: int = 95
+    retries: int = 2  # re-optimisations when the saved file flips the authorized prediction
+    preset: str | None = DEFAULT_PRESET
+
+    def resolved(self) -> ProtectSettings:
+        """Fill in the per-model layer and lam."""
+        d = MODEL_DEFAULTS.get(self.model, {})
+        return replace(self, layer=self.layer or ([d["layer"]] if "layer" in d else []),
+                       lam=self.lam if self.lam is not None else d.get("lam", FALLBACK_LAM))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def key(self) -> str:
+        """Stable id of the settings that change the output (used by --resume)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("preset",)}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def build(cls, preset: str | None = DEFAULT_PRESET, paper: bool = False, **overrides: Any) -> ProtectSettings:
+        """Preset (or paper mode) first, then explicit overrides (``None`` values are ignored)."""
+        base: dict[str, Any] = {}
+        if preset:
+            if preset not in PRESETS:
+                raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+            base.update(PRESETS[preset])
+        if paper:
+            base.update(PAPER)
+            preset = "paper"
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown settings {sorted(unknown)}")
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(preset=preset, **base)

@@ -1,0 +1,41 @@
+"""Any :class:`~onlymine.models.Classifier` as a (white-box model used as a black-box) judge."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from onlymine.judges.base import TopOneJudge
+from onlymine.models import Classifier, load_model
+
+
+class ClassifierJudge(TopOneJudge):
+    """Top-1 of an image classifier, scored only through its predictions (never its gradients).
+
+    Args:
+        model: a loaded :class:`Classifier`, or a model spec string.
+        batch_size: images per forward pass.
+    """
+
+    def __init__(self, model: Classifier | str, batch_size: int = 16, device: str | torch.device = "cpu") -> None:
+        self.model = load_model(model, device=device) if isinstance(model, str) else model
+        self.name = self.model.name
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def predict(self, images: Sequence[torch.Tensor]) -> list[int]:
+        out: list[int] = []
+        for i in range(0, len(images), self.batch_size):
+            chunk = [im.to(self.model.device) for im in images[i : i + self.batch_size]]
+            out += self.model.predict(chunk)[0].tolist()
+        return out
+
+    @torch.no_grad()
+    def confidences(self, images: Sequence[torch.Tensor]) -> list[float]:
+        """Top-1 softmax confidence per image (for the paper's Figure 5)."""
+        out: list[float] = []
+        for i in range(0, len(images), self.batch_size):
+            chunk = [im.to(self.model.device) for im in images[i : i + self.batch_size]]
+            out += self.model.predict(chunk)[1].tolist()
+        return out

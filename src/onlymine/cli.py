@@ -10,7 +10,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("protect", "models")
+COMMANDS = ("protect", "models", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

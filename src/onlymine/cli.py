@@ -10,7 +10,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("protect", "models", "evaluate")
+COMMANDS = ("protect", "models", "evaluate", "experiment")
 
 
 def build_parser() -> argparse.ArgumentParser:

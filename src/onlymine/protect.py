@@ -6,6 +6,7 @@ for in-memory use); none has its own attack loop, image loading or verification.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -195,7 +196,7 @@ def protect_paths(inputs: Sequence[str | Path], out_dir: str | Path, settings: P
     for e in errors:
         emit(Outcome(Path(e.path), "error", str(e), _error_row(e, s)))
     done = _done(manifest, s.key()) if resume else {}
-    roots = _roots(inputs)
+    targets = output_paths(files, _roots(inputs), out, s.fmt)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(files), unit="img", desc="protect", disable=not progress)
@@ -216,7 +217,7 @@ def protect_paths(inputs: Sequence[str | Path], out_dir: str | Path, settings: P
             bar.update(1)
             continue
         prev = done.get(f"{im.sha256}:{path}")
-        target = io.output_path(path, roots.get(path), out, s.fmt)
+        target = targets[path]
         if prev is not None and Path(prev["output"]).exists():
             summary.outcomes.append(Outcome(path, "skipped", "already in manifest", prev))
             bar.update(1)
@@ -232,6 +233,34 @@ def protect_paths(inputs: Sequence[str | Path], out_dir: str | Path, settings: P
     flush()
     bar.close()
     return summary
+
+
+def output_paths(files: Sequence[Path], roots: dict[Path, Path], out: Path, fmt: str) -> dict[Path, Path]:
+    """Where each input's protected copy goes: ``OUT/<path relative to its input folder>`` with the output
+    format's suffix (``photos/x/a.jpg`` -> ``OUT/x/a.png``).
+
+    Inputs that would share an output path (``a.jpg`` and ``a.png`` in one folder, or two ``a.jpg`` files
+    given from different folders) keep their full file name instead: ``a.jpg`` -> ``a.jpg.png`` (an input
+    already named like the output, ``a.png``, keeps ``a.png``). If names still collide, a short hash of the
+    input's resolved path is added: ``a.jpg.1a2b3c4d.png``. Names depend only on the run's inputs, so the
+    same command (and ``--resume``) always finds the same files, and no input is lost.
+    """
+    base = {f: io.output_path(f, roots.get(f), out, fmt) for f in files}
+    groups: dict[Path, list[Path]] = {}
+    for f, t in base.items():
+        groups.setdefault(t, []).append(f)
+    result: dict[Path, Path] = {}
+    for t, group in groups.items():
+        for f in group:
+            result[f] = t if len(group) == 1 or f.name == t.name else t.with_name(f.name + t.suffix)
+    counts: dict[Path, int] = {}
+    for t in result.values():
+        counts[t] = counts.get(t, 0) + 1
+    for f, t in result.items():
+        if counts[t] > 1:
+            digest = hashlib.sha256(str(f.resolve()).encode()).hexdigest()[:8]
+            result[f] = t.with_name(f"{f.name}.{digest}{t.suffix}")
+    return result
 
 
 def _roots(inputs: Iterable[str | Path]) -> dict[Path, Path]:

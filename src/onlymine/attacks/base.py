@@ -30,7 +30,10 @@ def as_list(images: Images) -> list[torch.Tensor]:
 
 
 def like_input(xs: list[torch.Tensor], images: Images) -> Images:
-    return torch.stack(xs) if isinstance(images, torch.Tensor) and images.dim() == 4 else xs
+    """Give results back in the caller's structure: (N,3,H,W) tensor, single (3,H,W) tensor, or list."""
+    if isinstance(images, torch.Tensor):
+        return torch.stack(xs) if images.dim() == 4 else xs[0]
+    return xs
 
 
 def project(x: torch.Tensor, x0: torch.Tensor, eps: float) -> torch.Tensor:

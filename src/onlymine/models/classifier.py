@@ -76,8 +76,10 @@ class Classifier(nn.Module):
         return self.taps.names()
 
     def stages(self) -> list[str]:
-        """The main feature stages: the children of the container with the most feature-map outputs
-        (``features.0..18`` for MobileNetV2, ``_blocks.0..15`` for EfficientNet-Lite, ``layer1..4`` for ResNet)."""
+        """The main feature stages: the children of the container whose feature-map outputs span the most
+        spatial scales (then: the most of them), keeping only the sub-blocks when there are at least three
+        (``features.0..18`` for MobileNetV2, ``_blocks.0..15`` for EfficientNet-Lite, ``layer1..4`` for ResNet,
+        ``features.denseblock1..4`` and transitions for DenseNet, ``encoder.layers.*`` for ViT)."""
         if self._stages is None:
             shapes = self.layer_shapes()
             modules = dict(self.net.named_modules())
@@ -85,7 +87,11 @@ class Classifier(nn.Module):
             for name, shape in shapes.items():
                 if len(shape) >= 3 and not (len(shape) == 4 and shape[-1] == shape[-2] == 1):
                     by_parent.setdefault(name.rpartition(".")[0], []).append(name)
-            best = max(by_parent.values(), key=len) if by_parent else []
+
+            def span(names: list[str]) -> tuple[bool, int, int]:  # prefer the container spanning most scales
+                return len(names) >= 3, len({shapes[n][2:] if len(shapes[n]) == 4 else () for n in names}), len(names)
+
+            best = max(by_parent.values(), key=span) if by_parent else []
             blocks = [n for n in best if any(True for _ in modules[n].children())]
             self._stages = blocks if len(blocks) >= 3 else best
         return self._stages

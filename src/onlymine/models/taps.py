@@ -49,7 +49,11 @@ class FeatureTaps:
             close = [n for n in self._modules if n.startswith(name) or name in n][:8]
             hint = f" Did you mean one of: {', '.join(close)}?" if close else " Run `onlymine layers SPEC`."
             raise LayerError(f"unknown layer {name!r}.{hint}")
-        return self._modules[name]
+        module = self._modules[name]
+        if isinstance(module, torch.jit.ScriptModule):
+            raise LayerError(f"layer {name!r} is a TorchScript module, which cannot be tapped; export the model "
+                             "to ONNX and load it as onnx:PATH")
+        return module
 
     @contextmanager
     def capture(self, layers: Sequence[str], detach: bool = False, strict: bool = True) -> Iterator[dict[str, torch.Tensor]]:

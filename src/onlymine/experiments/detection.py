@@ -1,0 +1,372 @@
+"""``onlymine experiment detection``: cross-task transfer to detectors (Chai et al. 2024, Figure 2).
+
+The kit's detection and face photos are protected through the one path (the shared protocol, each ImageNet
+classifier authorized in turn; face photos also with face recognisers given by ``--face-models``) with FMD
+and with UniformNoise at the same eps, then every detector scores the saved files: survival of the clean
+detections, new false detections and mAP against the clean detections (:mod:`onlymine.detection.metrics`).
+The authorized classifier's agreement on the same saved files is reported beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from onlymine.experiments.protocol import CLEAN, METHODS, Protocol, ProtocolResult, safe_name
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODELS = ("torchvision:mobilenet_v2", "efficientnet-lite:lite0", "efficientnet-lite:lite1",
+                  "efficientnet-lite:lite2")
+DEFAULT_METHODS = (CLEAN, "fmd", "uniform-noise")
+KIT = Path(__file__).resolve().parents[3] / ".." / "shared" / "kit"
+GROUPS = ("detection", "faces")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from onlymine.detection import DETECTORS
+    from onlymine.settings import parse_budget
+
+    p = sub.add_parser("detection", help="cross-task transfer: detectors as unauthorized models (Figure 2)",
+                       description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("-o", "--out", required=True, help="output folder (protected files, results, report)")
+    p.add_argument("--data", default=str((KIT / "photos").resolve()),
+                   help="folder with detection/ and faces/ photo folders (default: the offline kit's photos)")
+    p.add_argument("--models-dir", default=str((KIT / "models").resolve()),
+                   help="folder with centernet/retinaface ONNX files (default: the kit's models/)")
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="SPEC",
+                   help="authorized ImageNet classifiers, each in turn (protects all photos)")
+    p.add_argument("--face-models", nargs="*", default=[], metavar="SPEC",
+                   help="authorized face recognisers (protect faces/ only; judged by the face detectors)")
+    p.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS))
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS))
+    p.add_argument("--limit", type=int, help="at most N photos per group (detection/, faces/)")
+    p.add_argument("--eps", type=parse_budget, help="L-inf budget for every method (default 16/255)")
+    p.add_argument("--alpha", type=parse_budget)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--lam", type=float)
+    p.add_argument("--iou", type=float, default=0.5, help="IoU for a detection to count as found again")
+    p.add_argument("--transforms", nargs="+", default=["none"], help="robustness transforms (default: none)")
+    p.add_argument("--markdown", help="also write the Markdown report here (e.g. docs/results-detection.md)")
+    p.add_argument("--figure-dir", help="also copy the figures here (e.g. docs/img)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def select_files(data: Path, group: str, limit: int | None) -> list[Path]:
+    from onlymine import io
+
+    files, errors = io.find_images([data / group])
+    for e in errors:
+        log.warning("%s", e)
+    return files[:limit] if limit else files
+
+
+def build_detector_judges(names: Sequence[str], models_dir: str, iou: float) -> tuple[list[Any], list[str]]:
+    """Judges for the detectors that can run here, and one line per detector that cannot (with why)."""
+    from onlymine.detection import DetectorError, DetectorJudge, build_detector
+    from onlymine.detection.registry import THRESHOLDS
+
+    judges, skipped = [], []
+    for n in names:
+        try:
+            judges.append(DetectorJudge(build_detector(n, models_dir), threshold=THRESHOLDS[n], iou=iou))
+        except DetectorError as e:
+            skipped.append(f"{n}: {e}")
+            log.warning("detector %s skipped: %s", n, e)
+    return judges, skipped
+
+
+def build_protocols(a: argparse.Namespace, detector_judges: list[Any]) -> list[Protocol]:
+    from onlymine.judges import ClassifierJudge
+    from onlymine.models import load_model
+    from onlymine.protect import pick_device
+
+    data = Path(a.data)
+    groups = {g: select_files(data, g, a.limit) for g in GROUPS if (data / g).is_dir()}
+    if not any(groups.values()):
+        raise ValueError(f"{data}: no photos in {'/ or '.join(GROUPS)}/ (pass --data DIR)")
+    device = pick_device(a.device)
+    models: dict[str, Any] = {}
+
+    def model(spec: str) -> Any:
+        if spec not in models:
+            models[spec] = load_model(spec, device=device)
+        return models[spec]
+
+    overrides = {"eps": a.eps, "alpha": a.alpha, "steps": a.steps, "lam": a.lam}
+    common = {"root": data, "load_model": model, "methods": [METHODS[m] for m in dict.fromkeys(a.methods)],
+              "labels": None, "overrides": overrides, "transforms": a.transforms, "device": str(device),
+              "batch_size": a.batch_size, "progress": not a.no_progress}
+    out = []
+    specs = list(dict.fromkeys(a.models))
+    if specs:
+        files = [f for g in GROUPS for f in groups.get(g, [])]
+        out.append(Protocol(name="detection", files=files, authorized=specs, out=Path(a.out) / "imagenet",
+                            judges=[ClassifierJudge(model(s), batch_size=a.batch_size) for s in specs]
+                            + detector_judges, judge_of=lambda s: model(s).name,
+                            subsets={"all": lambda n: True, **{g: _in_group(g) for g in groups}}, **common))
+    fspecs = list(dict.fromkeys(a.face_models or []))
+    if fspecs and groups.get("faces"):
+        faces = [j for j in detector_judges if j.task == "face"]
+        out.append(Protocol(name="detection-faces", files=groups["faces"], authorized=fspecs,
+                            out=Path(a.out) / "faces", judges=[ClassifierJudge(model(s), batch_size=a.batch_size)
+                                                               for s in fspecs] + faces,
+                            judge_of=lambda s: model(s).name, subsets={"all": lambda n: True}, **common))
+    return out
+
+
+def _in_group(group: str) -> Any:
+    return lambda name: Path(name).parts[0] == group
+
+
+# ------------------------------------------------------------------------------------------ scoring
+def detection_rows(res: ProtocolResult, judges: Sequence[Any], transform: str = "none") -> list[dict[str, Any]]:
+    """One row per (method, authorized, detector): pooled survival, new false detections, mAP, plus the
+    authorized model's agreement and PSNR on the same saved files."""
+    from onlymine.detection.metrics import score_detections
+    from onlymine.evaluate import quality_summary, summarize
+
+    rows = []
+    for job in res.jobs:
+        if job.method.attack is None or job.evaluation is None:
+            continue
+        auth = res.protocol.judge_of(job.authorized)
+        agree = {r["judge"]: r["agreement"] for r in summarize(job.evaluation) if r["transform"] == transform}
+        q = quality_summary(job.evaluation)
+        for j in judges:
+            preds = sorted((r for r in job.evaluation.predictions
+                            if r["judge"] == j.name and r["transform"] == transform), key=lambda r: r["image"])
+            if not preds:
+                continue
+            total, _ = score_detections([j.detections(r["clean_pred"]) for r in preds],
+                                        [j.detections(r["pred"]) for r in preds], j.threshold, j.iou)
+            rows.append({"protocol": res.protocol.name, "method": job.method.key, "method_label": job.method.label,
+                         "authorized": job.authorized, "authorized_kept": agree.get(auth),
+                         "eps": job.settings.get("eps"), "detector": j.name, "task": j.task,
+                         "threshold": j.threshold, "transform": transform, **total.to_dict(),
+                         "psnr": q.get("psnr"), "ssim": q.get("ssim"), "linf_max": q.get("linf_max")})
+    return rows
+
+
+def _avg(rows: Sequence[dict[str, Any]], key: str) -> float | None:
+    from onlymine.report import mean
+
+    return mean(r[key] for r in rows)
+
+
+def summary_rows(rows: Sequence[dict[str, Any]], detectors: Sequence[str], methods: Sequence[str]
+                 ) -> list[dict[str, Any]]:
+    """Per (detector, method): means over the authorized models; then per method the mean over detectors."""
+    out = []
+    for d in [*detectors, "average"]:
+        for m in methods:
+            sel = [r for r in rows if r["method"] == m and (d == "average" or r["detector"] == d)]
+            if sel:
+                out.append({"detector": d, "method": m, "n_authorized": len({r["authorized"] for r in sel}),
+                            "survival": _avg(sel, "survival"), "new_false_per_image": _avg(sel, "new_false_per_image"),
+                            "map": _avg(sel, "map"), "map_50": _avg(sel, "map_50"),
+                            "n_clean": None if d == "average" else sel[0]["n_clean"],
+                            "authorized_kept": _avg(sel, "authorized_kept")})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ report
+def transfer_table(summary: Sequence[dict[str, Any]], methods: Sequence[str], caption: str) -> Any:
+    from onlymine import report
+
+    labels = {m: METHODS[m].label for m in methods}
+    headers = ["Detector", "clean dets"]
+    for m in methods:
+        headers += [f"{labels[m]}: survival (%)", f"{labels[m]}: mAP@.5 (%)", f"{labels[m]}: mAP (%)",
+                    f"{labels[m]}: new false / img"]
+    lines = []
+    for d in dict.fromkeys(r["detector"] for r in summary):
+        by = {r["method"]: r for r in summary if r["detector"] == d}
+        first = next(iter(by.values()))
+        cells = [f"**{d}**" if d == "average" else d, "" if first["n_clean"] is None else str(first["n_clean"])]
+        for m in methods:
+            r = by.get(m, {})
+            cells += [report.percent(r.get("survival"), 1), report.percent(r.get("map_50"), 1),
+                      report.percent(r.get("map"), 1), report.number(r.get("new_false_per_image"), 2)]
+        lines.append(cells)
+    return report.Table(headers, lines, caption)
+
+
+def authorized_table(rows: Sequence[dict[str, Any]], detectors: Sequence[str]) -> Any:
+    from onlymine import report
+
+    headers = ["Method", "Authorized", "authorized kept (%)", "PSNR (dB)", "SSIM", "L-inf max (/255)"]
+    headers += [f"{d} survival (%)" for d in detectors]
+    lines = []
+    keys = list(dict.fromkeys((r["method"], r["authorized"]) for r in rows))
+    for m, a in keys:
+        sel = {r["detector"]: r for r in rows if r["method"] == m and r["authorized"] == a}
+        first = next(iter(sel.values()))
+        lines.append([METHODS[m].label, report.short_name(a), report.percent(first["authorized_kept"], 1),
+                      report.number(first["psnr"]), report.number(first["ssim"], 4),
+                      report.number(None if first["linf_max"] is None else first["linf_max"] * 255, 1)]
+                     + [report.percent(sel[d]["survival"], 1) if d in sel else "n/a" for d in detectors])
+    return report.Table(headers, lines, "per authorized model: the authorized classifier's top-1 agreement "
+                        "(clean vs saved protected file) beside each detector's survival")
+
+
+def figure(res: ProtocolResult, judges: Sequence[Any], folder: Path, methods: Sequence[str]) -> list[Path]:
+    """Figure-2-like PNGs: per photo group, the best-covered photo with boxes on clean / each method's file."""
+    from onlymine import io
+    from onlymine.detection.draw import comparison_figure
+
+    spec = res.protocol.authorized[0]
+    ev = {j.method.key: j.evaluation for j in res.jobs if j.authorized == spec or j.method.attack is None}
+    folders = {j.method.key: j.folder for j in res.jobs if j.authorized == spec and j.method.attack}
+    outs = []
+    for group, task in (("detection", "object"), ("faces", "face")):
+        dets = [j for j in judges if j.task == task]
+        clean_ev = ev.get(CLEAN) or next(iter(ev.values()), None)
+        if not dets or clean_ev is None:
+            continue
+        counts: dict[str, int] = {}
+        for r in clean_ev.predictions:
+            if r["transform"] == "none" and Path(r["image"]).parts[0] == group and r["judge"] in {d.name for d in dets}:
+                j = next(d for d in dets if d.name == r["judge"])
+                counts[r["image"]] = counts.get(r["image"], 0) + len(j.detections(r["clean_pred"]).above(j.threshold))
+        if not counts:
+            continue
+        image = max(sorted(counts), key=counts.__getitem__)
+        clean_path = res.protocol.root / image
+        rows = []
+        for d in dets:
+            cols = []
+            for m in [CLEAN, *[x for x in methods if x != CLEAN and x in folders]]:
+                e = ev.get(m)
+                if e is None:
+                    continue
+                r = next((r for r in e.predictions if r["image"] == image and r["judge"] == d.name
+                          and r["transform"] == "none"), None)
+                if r is None:
+                    continue
+                pred = r["clean_pred"] if m == CLEAN else r["pred"]
+                path = clean_path if m == CLEAN else Path(r.get("protected") or _protected(e, image))
+                cols.append((METHODS[m].label, io.load_image(path).rgb, d.detections(pred)))
+            if cols:
+                rows.append((d.name, d.threshold, cols))
+        if rows:
+            outs.append(comparison_figure(folder / f"detection-{group}.png", rows,
+                                          f"{image}: authorized {spec}; boxes >= each detector's threshold"))
+    return outs
+
+
+def _protected(ev: Any, image: str) -> str:
+    return next(r["protected"] for r in ev.images if r["image"] == image)
+
+
+def markdown(meta: dict[str, Any], tables: Sequence[Any], figures: Sequence[str], notes: Sequence[str]) -> str:
+    lines = ["# Cross-task transfer: detectors as unauthorized models", "",
+             f"Generated by `{meta['command']}` on {meta['machine']}, {meta['date']} "
+             f"(wall time {meta['wall_time_s'] / 60:.1f} min). Data: {meta['data']}. Do not edit by hand.", ""]
+    lines += [f"- {n}" for n in notes] + [""]
+    for t in tables:
+        lines += [t.markdown(), ""]
+    lines += [f"![{Path(f).stem}]({f})" for f in figures]
+    return "\n".join(lines) + "\n"
+
+
+def run(a: argparse.Namespace) -> int:
+    import shutil
+    import time
+
+    from onlymine import report
+    from onlymine.experiments.protocol import machine, run_protocol
+    from onlymine.io import write_text_atomic
+    from onlymine.models import LayerError, ModelError
+
+    argv = sys.argv[3:] if sys.argv[1:3] == ["experiment", "detection"] else []
+    command = "onlymine experiment detection " + " ".join(shlex.quote(x) for x in argv)
+    t0 = time.perf_counter()
+    judges, skipped = build_detector_judges(a.detectors, a.models_dir, a.iou)
+    for s in skipped:
+        print(f"skipped detector {s}", file=sys.stderr)
+    if not judges:
+        print("onlymine: no detector can run here", file=sys.stderr)
+        return 2
+    try:
+        protos = build_protocols(a, judges)
+        results = [run_protocol(p) for p in protos]
+    except (ModelError, LayerError, ValueError) as e:
+        print(f"onlymine: {e}", file=sys.stderr)
+        return 2
+    out = Path(a.out)
+    methods = [m for m in dict.fromkeys(a.methods) if m != CLEAN]
+    rows: list[dict[str, Any]] = []
+    tables, figs = [], []
+    for res in results:
+        dets = [j for j in judges if j.name in {x.name for x in res.protocol.judges}]
+        r = detection_rows(res, dets)
+        rows += r
+        summ = summary_rows(r, [j.name for j in dets], methods)
+        n_img = len(res.protocol.files)
+        what = ("ImageNet classifiers authorized" if res.protocol.name == "detection" else "face recognisers authorized")
+        tables.append(transfer_table(summ, methods, f"{what} ({', '.join(report.short_name(s) for s in res.protocol.authorized)}; "
+                                     f"mean over them), {n_img} photos: survival of the clean detections, mAP against "
+                                     "them, new false detections per image"))
+        tables.append(authorized_table(r, [j.name for j in dets]))
+        figs += figure(res, dets, out / "figures" / safe_name(res.protocol.name), a.methods)
+    eps = sorted({r["eps"] for r in rows if r["eps"] is not None})
+    meta = {"command": command, "machine": machine(), "date": results[0].started if results else "",
+            "wall_time_s": round(time.perf_counter() - t0, 1), "data": str(Path(a.data)),
+            "detectors": {j.name: {"task": j.task, "threshold": j.threshold} for j in judges},
+            "skipped_detectors": skipped, "eps": eps, "iou": a.iou}
+    report.write_json(out / "results.json", {"meta": meta, "rows": rows,
+                                             "summary": summary_rows(rows, [j.name for j in judges], methods)})
+    report.write_csv(out / "results.csv", rows)
+    fig_links = []
+    for f in figs:
+        if a.figure_dir:
+            dest = Path(a.figure_dir) / f.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, dest)
+            fig_links.append(str(Path("img") / f.name) if Path(a.figure_dir).name == "img" else str(dest))
+        else:
+            fig_links.append(str(f.relative_to(out)))
+    notes = notes_for(meta, a, skipped)
+    report.html_report(out / "report.html", "Cross-task transfer: detectors as unauthorized models",
+                       [report.Section("Notes", "\n\n".join(notes), tables=tables,
+                                       figures=[str(f.relative_to(out)) for f in figs])], meta)
+    md = markdown(meta, tables, fig_links, notes)
+    write_text_atomic(out / "report.md", md)
+    if a.markdown:
+        write_text_atomic(a.markdown, md)
+    for t in tables[:1]:
+        print(t.markdown())
+    print(f"written: {out}/report.html, report.md, results.json, results.csv" + (f", {a.markdown}" if a.markdown else ""))
+    return 0
+
+
+def notes_for(meta: dict[str, Any], a: argparse.Namespace, skipped: Sequence[str]) -> list[str]:
+    eps = ", ".join(f"{e * 255:.0f}/255" for e in meta["eps"]) or "n/a"
+    notes = [
+        f"FMD and UniformNoise use the same L-inf budget ({eps}); FMD only ever sees the authorized classifier, "
+        "never a detector (the detectors are black-box judges of the saved PNG files).",
+        "Survival: fraction of the clean image's detections (score >= the detector's threshold) found again on "
+        f"the protected file with IoU >= {meta['iou']} and the same class. New false detections: protected "
+        "detections >= threshold matching no clean one. mAP: torchmetrics MeanAveragePrecision (pycocotools), "
+        "protected detections against the clean ones as pseudo ground truth. Per detector, then averaged "
+        "(the `average` row).",
+        "Thresholds: " + ", ".join(f"{k} {v['threshold']}" for k, v in meta["detectors"].items()) + ".",
+        "'authorized kept' is the authorized classifier's top-1 agreement between the clean photo and the saved "
+        "protected file (the same files the detectors judge).",
+        "Photos: the offline kit's detection/ (8) and faces/ (15) folders; every detector runs on every photo, "
+        "and the clean detections are the reference (no box ground truth exists for these photos).",
+    ]
+    if not a.face_models:
+        notes.append("Face photos were protected with the ImageNet classifiers as authorized models; no face "
+                     "recogniser was given (--face-models).")
+    notes += [f"Detector not run: {s}" for s in skipped]
+    return notes

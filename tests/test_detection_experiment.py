@@ -1,0 +1,47 @@
+"""``onlymine experiment detection`` end to end on two downscaled kit photos (a tiny, fast configuration)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from onlymine.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_data(kit_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("det-data")
+    for group, name in (("detection", "darknet_person.jpg"), ("faces", "obama_1.jpg")):
+        (root / group).mkdir()
+        im = Image.open(kit_dir / "photos" / group / name).convert("RGB")
+        im.thumbnail((320, 320))
+        im.save(root / group / (Path(name).stem + ".png"))
+    return root
+
+
+def test_experiment_writes_transfer_tables_and_figures(tiny_data: Path, tmp_path: Path, mobilenet) -> None:
+    out, md, img = tmp_path / "out", tmp_path / "docs" / "results-detection.md", tmp_path / "docs" / "img"
+    rc = main(["experiment", "detection", "-o", str(out), "--data", str(tiny_data), "--models",
+               "torchvision:mobilenet_v2", "--detectors", "yolov3-tiny", "haar", "--steps", "2", "--no-progress",
+               "--markdown", str(md), "--figure-dir", str(img)])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    rows = res["rows"]
+    assert {r["method"] for r in rows} == {"fmd", "uniform-noise"}
+    assert {r["detector"] for r in rows} == {"yolov3-tiny", "haar"}
+    for r in rows:
+        if r["method"] == "fmd":  # FMD keeps the authorized top-1 (verified and retried by the protect path)
+            assert r["authorized_kept"] == 1.0
+        assert 0 <= r["authorized_kept"] <= 1
+        assert r["eps"] == pytest.approx(16 / 255)
+        assert r["n_clean"] >= 1 and 0 <= r["survival"] <= 1
+    assert {s["detector"] for s in res["summary"]} >= {"average"}
+    text = md.read_text()
+    assert "survival" in text and "UniformNoise" in text and "img/detection-detection.png" in text
+    assert (img / "detection-detection.png").stat().st_size > 10_000
+    assert (out / "report.html").is_file()
+    # the protected files went through the one protect path: manifest + saved PNGs
+    assert list((out / "imagenet" / "fmd" / "torchvision_mobilenet_v2").rglob("*.png"))

@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="skip images already done with the same settings")
     p.add_argument("--max-pixels", type=int, default=None, help="reject larger images (decompression-bomb guard)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--faces", action="store_true",
+                   help="face-aware: detect faces (MTCNN), protect each aligned face, paste back (onlymine.faces)")
+    p.add_argument("--kit", help="offline kit folder for kit: model specs (default: $ONLYMINE_KIT)")
     p.set_defaults(func=run)
 
 
@@ -66,6 +69,12 @@ def run(a: argparse.Namespace) -> int:
     try:
         from onlymine.protect import Protector
 
+        if getattr(a, "kit", None):
+            from onlymine.faces.kit import set_kit_dir
+
+            set_kit_dir(a.kit)
+        if getattr(a, "faces", False):
+            from onlymine.faces.protect import FaceProtector as Protector  # noqa: N814
         prot = Protector(settings, device=a.device)
     except (ModelError, LayerError, ValueError) as e:
         print(f"onlymine: {e}", file=sys.stderr)

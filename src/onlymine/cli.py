@@ -10,7 +10,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("protect", "models", "evaluate", "experiment")
+COMMANDS = ("protect", "models", "evaluate", "experiment", "enroll")
 
 
 def build_parser() -> argparse.ArgumentParser:

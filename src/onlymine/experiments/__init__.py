@@ -6,4 +6,4 @@ authorized in turn, methods, resumable protect + evaluate, results/plots/HTML/Ma
 :mod:`onlymine.experiments.protocol`.
 """
 
-EXPERIMENTS = ("imagenet", "detection")
+EXPERIMENTS = ("imagenet", "detection", "faces")

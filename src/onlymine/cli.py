@@ -10,7 +10,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("protect", "models", "evaluate", "experiment", "enroll")
+COMMANDS = ("protect", "models", "evaluate", "experiment", "serve", "enroll")
 
 
 def build_parser() -> argparse.ArgumentParser:

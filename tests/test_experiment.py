@@ -1,0 +1,144 @@
+"""End to end: `onlymine experiment imagenet` on 3 kit photos, resume, `onlymine evaluate`, random-init smoke."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from onlymine.cli import main
+
+MODELS = ["torchvision:mobilenet_v2", "efficientnet-lite:lite0"]
+TRANSFORMS = ["none", "jpeg75", "resize0.5"]  # the default adds jpeg90/jpeg50 (tested in test_evaluate.py)
+
+
+@pytest.fixture(scope="module")
+def three_photos(kit_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 foolbox photos (true labels) + 1 aib photo (consensus label) with their labels, in a new folder."""
+    from onlymine.models import spec_available
+
+    for spec in MODELS:
+        ok, detail = spec_available(spec)
+        if not ok:
+            pytest.skip(f"{spec} unavailable: {detail}")
+    src = kit_dir / "photos" / "imagenet"
+    with open(src / "labels.csv") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["label"]) >= 0]
+    pick = [r for r in rows if r["file"].startswith("foolbox_")][:2] + [r for r in rows if r["file"].startswith("aib_")][:1]
+    data = tmp_path_factory.mktemp("photos")
+    for r in pick:
+        shutil.copy(src / r["file"], data / r["file"])
+    with open(data / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["file", "label"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(pick)
+    return data
+
+
+@pytest.fixture(scope="module")
+def experiment(three_photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("exp")
+    rc = main(["experiment", "imagenet", "-o", str(out), "--data", str(three_photos), "--models", *MODELS,
+               "--methods", "clean", "fmd-paper", "uniform-noise", "--steps", "2", "--transforms", *TRANSFORMS,
+               "--no-progress", "--markdown", str(out / "doc.md")])
+    assert rc == 0
+    return out
+
+
+def test_outputs_written(experiment: Path):
+    for name in ("results.json", "results.csv", "per_image.csv", "predictions.csv", "report.html", "report.md",
+                 "doc.md", "figures/grid.png", "figures/protection_vs_psnr.png", "figures/bars_fmd-paper.png"):
+        assert (experiment / name).is_file(), name
+    for spec in ("torchvision_mobilenet_v2", "efficientnet-lite_lite0"):
+        assert len(list((experiment / "fmd-paper" / spec).glob("*.png"))) == 3
+
+
+def test_results_cover_the_protocol(experiment: Path):
+    res = json.loads((experiment / "results.json").read_text())
+    meta = res["meta"]
+    assert meta["images"] == {"all": 3, "foolbox": 2, "aib": 1}
+    assert 0 <= meta["restricted_images"]["all"] <= 3
+    assert all(m["pretrained"] for m in meta["models"].values())
+    rows = res["rows"]
+    cells = {(r["method"], r["authorized"], r["judge"]) for r in rows}
+    assert len(cells) == 3 * 2 * 2  # methods x authorized x judges: a 2x2 matrix per method
+    for method in ("clean", "fmd-paper", "uniform-noise"):
+        for t in TRANSFORMS:
+            assert any(r["method"] == method and r["transform"] == t for r in rows), (method, t)
+    fmd = [r for r in rows if r["method"] == "fmd-paper" and r["role"] == "authorized" and r["transform"] == "none"
+           and r["subset"] == "all"]
+    assert len(fmd) == 4  # 2 authorized x (restricted, all)
+    for r in fmd:  # the protect path keeps the authorized prediction on the saved file (agreement 100%)
+        assert r["agreement"] == 1.0, r
+        if r["restricted"] and r["n_labelled"]:
+            assert r["accuracy"] == 1.0, r
+    jobs = {(j["method"], j["authorized"]): j for j in res["jobs"]}
+    assert jobs[("fmd-paper", MODELS[0])]["protect"]["failed_verification"] == 0
+    assert jobs[("fmd-paper", MODELS[0])]["settings"]["steps"] == 2
+    quality = [r for r in rows if r["method"] == "fmd-paper" and r["transform"] == "none"]
+    assert all(20 < r["q_psnr"] < 50 and r["q_linf"] <= 16 / 255 + 1e-6 for r in quality)
+    clean_q = [r for r in rows if r["method"] == "clean" and r["transform"] == "none" and r["subset"] == "all"]
+    assert all(r["q_psnr"] == float("inf") and r["q_ssim"] == pytest.approx(1.0, abs=1e-6) for r in clean_q)
+
+
+def test_markdown_states_machine_date_counts_and_paper(experiment: Path):
+    md = (experiment / "doc.md").read_text()
+    assert md == (experiment / "report.md").read_text()
+    for s in ("**Machine:**", "**Date:**", "**Wall time", "images per subset: all 3, foolbox 2, aib 1",
+              "11.97%", "| mobilenet_v2 |", "jpeg75", "resize0.5", "FMD (paper setting)", "UniformNoise"):
+        assert s in md, s
+    html = (experiment / "report.html").read_text()
+    assert "figures/grid.png" in html and "<table>" in html
+
+
+def test_resume_redoes_nothing(experiment: Path, three_photos: Path):
+    manifest = experiment / "fmd-paper" / "torchvision_mobilenet_v2" / "manifest.jsonl"
+    before = manifest.read_text()
+    cache = experiment / "fmd-paper" / "torchvision_mobilenet_v2" / "evaluation.json"
+    mtime = cache.stat().st_mtime_ns
+    rc = main(["experiment", "imagenet", "-o", str(experiment), "--data", str(three_photos), "--models", *MODELS,
+               "--methods", "clean", "fmd-paper", "uniform-noise", "--steps", "2", "--transforms", *TRANSFORMS,
+               "--no-progress"])
+    assert rc == 0
+    assert manifest.read_text() == before
+    assert cache.stat().st_mtime_ns == mtime
+
+
+def test_evaluate_command_on_experiment_files(experiment: Path, three_photos: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]):
+    out = tmp_path / "ev"
+    rc = main(["evaluate", "--clean", str(three_photos), "--protected",
+               str(experiment / "fmd-paper" / "torchvision_mobilenet_v2"), "--authorized", MODELS[0],
+               "--unauthorized", MODELS[1], "--labels", str(three_photos / "labels.csv"), "--transforms", "none",
+               "jpeg75", "-o", str(out), "--no-progress"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_pairs"] == 3
+    auth = [r for r in s["models"] if r["role"] == "authorized" and r["transform"] == "none"]
+    assert auth[0]["agreement"] == 1.0
+    text = capsys.readouterr().out
+    assert "LPIPS" in text and "jpeg75" in text
+
+
+def test_bad_data_folder_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    rc = main(["experiment", "imagenet", "-o", str(tmp_path / "o"), "--data", str(tmp_path / "nope")])
+    assert rc == 2
+    assert "nope: no such folder" in capsys.readouterr().err
+
+
+def test_random_init_smoke_is_labelled_not_pretrained(three_photos: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]):
+    """The VGG16/ResNet18 path with random weights (no pretrained weights offline)."""
+    out = tmp_path / "rand"
+    rc = main(["experiment", "imagenet", "-o", str(out), "--data", str(three_photos), "--limit", "1",
+               "--models", "torchvision:resnet18:random", "torchvision:vgg16:random", "--methods", "clean",
+               "fmd-paper", "--steps", "1", "--transforms", "none", "--no-progress"])
+    assert rc == 0
+    assert "torchvision:vgg16:random is NOT pretrained" in capsys.readouterr().out
+    meta = json.loads((out / "results.json").read_text())["meta"]
+    assert meta["models"]["torchvision:vgg16:random"]["pretrained"] is False
+    md = (out / "report.md").read_text()
+    assert "NOT pretrained, random init" in md and "are NOT pretrained" in md

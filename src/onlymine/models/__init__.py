@@ -2,7 +2,14 @@
 
 from onlymine.models.cfg import ModelCfg
 from onlymine.models.classifier import Classifier
-from onlymine.models.registry import KNOWN_SPECS, ModelError, list_specs, load_model, parse_spec, spec_available
+from onlymine.models.registry import (
+    KNOWN_SPECS,
+    ModelError,
+    list_specs,
+    load_model,
+    parse_spec,
+    spec_available,
+)
 from onlymine.models.taps import LayerError
 
 __all__ = [

@@ -40,8 +40,10 @@ def test_experiment_writes_transfer_tables_and_figures(tiny_data: Path, tmp_path
         assert r["n_clean"] >= 1 and 0 <= r["survival"] <= 1
     assert {s["detector"] for s in res["summary"]} >= {"average"}
     text = md.read_text()
-    assert "survival" in text and "UniformNoise" in text and "img/detection-detection.png" in text
-    assert (img / "detection-detection.png").stat().st_size > 10_000
+    assert "survival" in text and "UniformNoise" in text and "img/detection-objects.png" in text
+    assert (img / "detection-objects.png").stat().st_size > 10_000
     assert (out / "report.html").is_file()
+    per_image = (out / "per_image.csv").read_text().splitlines()
+    assert len(per_image) == 1 + 2 * 2 * 2  # header + methods x detectors x photos
     # the protected files went through the one protect path: manifest + saved PNGs
     assert list((out / "imagenet" / "fmd" / "torchvision_mobilenet_v2").rglob("*.png"))

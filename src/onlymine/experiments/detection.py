@@ -14,6 +14,7 @@ import logging
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -128,9 +129,10 @@ def _in_group(group: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ scoring
-def detection_rows(res: ProtocolResult, judges: Sequence[Any], transform: str = "none") -> list[dict[str, Any]]:
+def detection_rows(res: ProtocolResult, judges: Sequence[Any], transform: str = "none",
+                   per_image: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One row per (method, authorized, detector): pooled survival, new false detections, mAP, plus the
-    authorized model's agreement and PSNR on the same saved files."""
+    authorized model's agreement and PSNR on the same saved files. Per-image scores go to ``per_image``."""
     from onlymine.detection.metrics import score_detections
     from onlymine.evaluate import quality_summary, summarize
 
@@ -146,8 +148,12 @@ def detection_rows(res: ProtocolResult, judges: Sequence[Any], transform: str = 
                             if r["judge"] == j.name and r["transform"] == transform), key=lambda r: r["image"])
             if not preds:
                 continue
-            total, _ = score_detections([j.detections(r["clean_pred"]) for r in preds],
-                                        [j.detections(r["pred"]) for r in preds], j.threshold, j.iou)
+            total, per = score_detections([j.detections(r["clean_pred"]) for r in preds],
+                                          [j.detections(r["pred"]) for r in preds], j.threshold, j.iou)
+            if per_image is not None:
+                per_image += [{"protocol": res.protocol.name, "method": job.method.key, "authorized": job.authorized,
+                               "detector": j.name, "image": r["image"], **asdict(x), "survival": x.survival}
+                              for r, x in zip(preds, per, strict=True)]
             rows.append({"protocol": res.protocol.name, "method": job.method.key, "method_label": job.method.label,
                          "authorized": job.authorized, "authorized_kept": agree.get(auth),
                          "eps": job.settings.get("eps"), "detector": j.name, "task": j.task,
@@ -210,7 +216,7 @@ def authorized_table(rows: Sequence[dict[str, Any]], detectors: Sequence[str]) -
     for m, a in keys:
         sel = {r["detector"]: r for r in rows if r["method"] == m and r["authorized"] == a}
         first = next(iter(sel.values()))
-        lines.append([METHODS[m].label, report.short_name(a), report.percent(first["authorized_kept"], 1),
+        lines.append([METHODS[m].label, _short(a), report.percent(first["authorized_kept"], 1),
                       report.number(first["psnr"]), report.number(first["ssim"], 4),
                       report.number(None if first["linf_max"] is None else first["linf_max"] * 255, 1)]
                      + [report.percent(sel[d]["survival"], 1) if d in sel else "n/a" for d in detectors])
@@ -258,9 +264,18 @@ def figure(res: ProtocolResult, judges: Sequence[Any], folder: Path, methods: Se
             if cols:
                 rows.append((d.name, d.threshold, cols))
         if rows:
-            outs.append(comparison_figure(folder / f"detection-{group}.png", rows,
+            stem = f"detection-{'objects' if group == 'detection' else 'faces'}"
+            stem += "" if res.protocol.name == "detection" else f"-{safe_name(_short(spec))}"
+            outs.append(comparison_figure(folder / f"{stem}.png", rows,
                                           f"{image}: authorized {spec}; boxes >= each detector's threshold"))
     return outs
+
+
+def _short(spec: str) -> str:
+    """Display name of a spec: ``gallery:/x/kit_facenet.npz`` -> ``gallery:kit_facenet``, else as report does."""
+    from onlymine import report
+
+    return f"gallery:{Path(spec[8:]).stem}" if spec.startswith("gallery:") else report.short_name(spec)
 
 
 def _protected(ev: Any, image: str) -> str:
@@ -305,15 +320,16 @@ def run(a: argparse.Namespace) -> int:
     out = Path(a.out)
     methods = [m for m in dict.fromkeys(a.methods) if m != CLEAN]
     rows: list[dict[str, Any]] = []
+    per_image: list[dict[str, Any]] = []
     tables, figs = [], []
     for res in results:
         dets = [j for j in judges if j.name in {x.name for x in res.protocol.judges}]
-        r = detection_rows(res, dets)
+        r = detection_rows(res, dets, per_image=per_image)
         rows += r
         summ = summary_rows(r, [j.name for j in dets], methods)
         n_img = len(res.protocol.files)
         what = ("ImageNet classifiers authorized" if res.protocol.name == "detection" else "face recognisers authorized")
-        tables.append(transfer_table(summ, methods, f"{what} ({', '.join(report.short_name(s) for s in res.protocol.authorized)}; "
+        tables.append(transfer_table(summ, methods, f"{what} ({', '.join(_short(s) for s in res.protocol.authorized)}; "
                                      f"mean over them), {n_img} photos: survival of the clean detections, mAP against "
                                      "them, new false detections per image"))
         tables.append(authorized_table(r, [j.name for j in dets]))
@@ -326,6 +342,7 @@ def run(a: argparse.Namespace) -> int:
     report.write_json(out / "results.json", {"meta": meta, "rows": rows,
                                              "summary": summary_rows(rows, [j.name for j in judges], methods)})
     report.write_csv(out / "results.csv", rows)
+    report.write_csv(out / "per_image.csv", per_image)
     fig_links = []
     for f in figs:
         if a.figure_dir:
@@ -345,7 +362,7 @@ def run(a: argparse.Namespace) -> int:
         write_text_atomic(a.markdown, md)
     for t in tables[:1]:
         print(t.markdown())
-    print(f"written: {out}/report.html, report.md, results.json, results.csv" + (f", {a.markdown}" if a.markdown else ""))
+    print(f"written: {out}/report.html, report.md, results.json, results.csv, per_image.csv" + (f", {a.markdown}" if a.markdown else ""))
     return 0
 
 

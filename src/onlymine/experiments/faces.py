@@ -25,7 +25,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,15 @@ def protect_run(photos: Sequence[FacePhoto], model_spec: str, method: str, out: 
 
     s = ProtectSettings.build(preset=None, paper=True, model=model_spec, attack=method, eps=a.eps, alpha=a.alpha,
                               steps=a.steps, lam=a.lam, seed=0)
+    if a.layer_depth is not None:  # FMD layer at this relative depth of the authorized model's convolutions
+        from onlymine.faces.kit import pick_layer
+        from onlymine.models.registry import load_model
+
+        m = load_model(model_spec)
+        inner = m.net.embedder if hasattr(m.net, "embedder") else m.net
+        layer = pick_layer(inner, m.cfg.input_size, a.layer_depth)
+        if layer:
+            s = replace(s, layer=[f"embedder.{layer}" if hasattr(m.net, "embedder") else layer])
     prot = FaceProtector(s, device=a.device)
     prot.faces_of = {str(p.path): p.faces for p in photos}
     summary = protect_paths([p.path for p in photos], out, s, resume=True, progress=not a.no_progress,
@@ -273,7 +282,7 @@ def run_experiment(a: argparse.Namespace) -> dict[str, Any]:
         "command": "onlymine experiment faces " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else
         "onlymine experiment faces", "date": datetime.date.today().isoformat(), "machine": _machine(),
         "photos": str(photo_dir), "n_photos": len(photos), "n_faces": n_faces, "steps": a.steps,
-        "eps": a.eps, "alpha": a.alpha, "lam": a.lam, "seconds": round(time.time() - t0, 1),
+        "eps": a.eps, "alpha": a.alpha, "lam": a.lam, "layer_depth": a.layer_depth, "seconds": round(time.time() - t0, 1),
         "faces": {p.path.name: [f"{i}" for i in p.identities] for p in photos}}
     write_outputs(results, photos, out, a)
     return results
@@ -354,17 +363,19 @@ def seam_profile(clean: torch.Tensor, prot: torch.Tensor, item: Any) -> list[tup
     t, left, b, r = item.region
     m = torch.zeros(H, W)
     m[t:b, left:r] = item.mask[0].cpu()
-    rings = [("footprint (mask = 1)", m >= 0.999), ("feather band (0 < mask < 1)", (m > 0.001) & (m < 0.999)),
-             ("ring 0-8 px outside the region", _ring(H, W, item.region, 8) & (m <= 0.001))]
+    rings = [("core (mask = 1)", m >= 0.999), ("feather band (0 < mask < 1)", (m > 0.001) & (m < 0.999)),
+             ("region border pixels", _ring(H, W, item.region, 0, 1)),
+             ("ring 0-8 px outside the region", _ring(H, W, item.region, 8))]
     return [(name, float(d[sel].mean()) if bool(sel.any()) else 0.0) for name, sel in rings]
 
 
-def _ring(H: int, W: int, region: tuple[int, int, int, int], width: int) -> torch.Tensor:
+def _ring(H: int, W: int, region: tuple[int, int, int, int], width: int, inside: int = 0) -> torch.Tensor:
+    """Pixels from ``inside`` px inside the region's edge to ``width`` px outside it."""
     t, left, b, r = region
     outer = torch.zeros(H, W, dtype=torch.bool)
     outer[max(0, t - width):min(H, b + width), max(0, left - width):min(W, r + width)] = True
     inner = torch.zeros(H, W, dtype=torch.bool)
-    inner[t:b, left:r] = True
+    inner[t + inside:b - inside, left + inside:r - inside] = True
     return outer & ~inner
 
 
@@ -522,6 +533,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=parse_budget, default=4 / 255)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--lam", type=float, default=None, help="keep-term weight (default: the face models' 0.05)")
+    p.add_argument("--layer-depth", type=float, default=None,
+                   help="FMD feature layer at this relative depth (0-1) of each authorized model (default 0.4)")
     p.add_argument("--max-photos", type=int, default=None, help="first N photos only (quick runs)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device", default="auto")

@@ -1,10 +1,11 @@
 """Face-aware protection of whole photos: detect, align, protect every face, paste back without a seam.
 
 For each face, the authorized model's own chip (its alignment, :mod:`onlymine.faces.align`) is a
-differentiable warp of a *region* of the full-resolution photo: the chip's footprint plus a feather band.
+differentiable warp of a *region* of the full-resolution photo: the chip's footprint.
 The attack (the same :func:`onlymine.protect.build_attack`, FMD by default) optimises the region through
 :class:`RegionClassifier`, which shows the model ``r0 + m * (x - r0)``: the clean region plus the
-perturbation under a mask ``m`` that is 1 on the footprint and falls smoothly to 0 at the region border. So
+perturbation under a mask ``m`` that is 1 in the footprint's core and falls smoothly (raised cosine over
+:data:`FEATHER` x the face size) to 0 at the footprint's border. So
 the perturbation lives at full resolution, fades out instead of ending at a crop edge, and never exceeds eps.
 Every face of a photo is protected in the same batch; the deltas are added into the photo, which is saved
 atomically and re-read; the manifest row's verification covers every face.
@@ -39,7 +40,7 @@ from onlymine.settings import ProtectSettings
 
 log = logging.getLogger(__name__)
 
-FEATHER = 0.12  # feather band width, relative to the face size
+FEATHER = 0.25  # feather band width, relative to the face size
 MIN_FEATHER = 6  # pixels
 
 
@@ -81,10 +82,13 @@ def make_item(photo: int, image: torch.Tensor, face: Face, model: FaceClassifier
     band = max(MIN_FEATHER, FEATHER * face.size)
     H, W = image.shape[-2:]
     x1c, y1c, x2c, y2c = max(0.0, x1), max(0.0, y1), min(float(W), x2), min(float(H), y2)
-    region = (max(0, int(math.floor(y1c - band))), max(0, int(math.floor(x1c - band))),
-              min(H, int(math.ceil(y2c + band))), min(W, int(math.ceil(x2c + band))))
+    # the region is the chip footprint; the mask is 1 in its core and ramps to 0 over ``band`` pixels
+    # towards the footprint's edge, so the optimised perturbation itself fades out (no crop edge to see)
+    region = (max(0, int(math.floor(y1c)) - 1), max(0, int(math.floor(x1c)) - 1),
+              min(H, int(math.ceil(y2c)) + 1), min(W, int(math.ceil(x2c)) + 1))
     t, left, b, r = region
-    mask = feather_mask(region, (x1c, y1c, x2c, y2c), band).to(image.device)
+    inner = (x1c + band, y1c + band, x2c - band, y2c - band)
+    mask = feather_mask(region, inner, band).to(image.device)
     return FaceItem(photo, face, a, region, image[:, t:b, left:r].clone(), mask)
 
 

@@ -18,7 +18,6 @@ from functools import lru_cache
 from typing import Any
 
 import torch
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +34,16 @@ def _pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 def psnr(clean: torch.Tensor, protected: torch.Tensor) -> float:
     """Peak signal-to-noise ratio in dB (data range 1); ``inf`` for identical images."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio  # heavy import, only when used
+
     a, b = _pair(clean, protected)
     return float(peak_signal_noise_ratio(b, a, data_range=1.0))
 
 
 def ssim(clean: torch.Tensor, protected: torch.Tensor) -> float:
     """Structural similarity (Gaussian window 11, sigma 1.5, data range 1); 1 for identical images."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     a, b = _pair(clean, protected)
     return float(structural_similarity_index_measure(b, a, data_range=1.0))
 

@@ -271,22 +271,24 @@ def _fmean(v: list[float | None]) -> float | None:
     return sum(fin) / len(fin) if fin else (math.inf if vals else None)
 
 
-def checks(res: ProtocolResult, method: str = "fmd-paper", subset: str = "all", threshold: float = 0.99
-           ) -> list[tuple[str, bool, str]]:
-    """The issue's "what it must show", evaluated on this run: (claim, holds, evidence)."""
+def checks(res: ProtocolResult, methods: Sequence[str] = ("fmd-paper", "fmd"), subset: str = "all",
+           threshold: float = 0.99) -> list[tuple[str, bool, str]]:
+    """The issue's "what it must show", evaluated on this run: (claim, holds, evidence) per FMD method."""
     out = []
-    rows = matrix(res, method, subset, True)
-    worst = min((r.own for r in rows if r.own is not None), default=None)
-    out.append((f"{method}: authorized accuracy >= {threshold:.0%} on the saved files in every row",
-                worst is not None and worst >= threshold, f"lowest row: {report.percent(worst)}%"))
     ov = {o["method"]: o for o in overview(res, subset, True)}
-    base = [o for k, o in ov.items() if k not in (CLEAN, method) and not k.startswith("fmd")
+    base = [o for k, o in ov.items() if k != CLEAN and not k.startswith("fmd")
             and o["authorized_min"] is not None and o["authorized_min"] >= threshold]
-    mine = ov.get(method, {}).get("unauthorized_mean")
-    ok = mine is not None and all(o["unauthorized_mean"] is not None and mine < o["unauthorized_mean"] for o in base)
-    ev = ", ".join(f"{o['label']} {report.percent(o['unauthorized_mean'])}%" for o in base) or "none qualifies"
-    out.append((f"{method}: unauthorized average below every baseline that keeps the authorized model "
-                f">= {threshold:.0%}", ok, f"{method} {report.percent(mine)}%; baselines: {ev}"))
+    for method in [m.key for m in res.protocol.methods if m.key in methods]:
+        rows = matrix(res, method, subset, True)
+        worst = min((r.own for r in rows if r.own is not None), default=None)
+        out.append((f"{method}: authorized accuracy >= {threshold:.0%} on the saved files in every row",
+                    worst is not None and worst >= threshold, f"lowest row: {report.percent(worst)}%"))
+        mine = ov[method]["unauthorized_mean"]
+        ok = mine is not None and all(o["unauthorized_mean"] is not None and mine < o["unauthorized_mean"]
+                                      for o in base)
+        ev = ", ".join(f"{o['label']} {report.percent(o['unauthorized_mean'])}%" for o in base) or "none qualifies"
+        out.append((f"{method}: unauthorized average below every baseline that keeps the authorized model "
+                    f">= {threshold:.0%}", ok, f"{method} {report.percent(mine)}%; baselines: {ev}"))
     have = {(j.method.key, t) for j in res.jobs if j.evaluation for t in j.evaluation.meta.get("transforms", [])}
     missing = [(m.key, t) for m in res.protocol.methods for t in ("jpeg75", "resize0.5") if (m.key, t) not in have]
     out.append(("JPEG-75 and resize rows present for every method", not missing,
@@ -329,8 +331,7 @@ def write_outputs(res: ProtocolResult, out: Path, title: str, command: str, intr
     meta = run_meta(res, command)
     results = {"meta": meta, "overview": {f"{s}/{'restricted' if r else 'all images'}": overview(res, s, r)
                                           for s in p.subsets for r in (True, False)},
-               "checks": [{"claim": c, "holds": h, "evidence": e} for c, h, e in checks(res)]
-               if any(m.key == "fmd-paper" for m in p.methods) else [],
+               "checks": [{"claim": c, "holds": h, "evidence": e} for c, h, e in checks(res)],
                "jobs": [{"method": j.method.key, "authorized": j.authorized, "folder": str(j.folder),
                          "settings": j.settings, "protect": j.protect} for j in res.jobs],
                "rows": rows}

@@ -149,3 +149,17 @@ def test_embedding_model_without_gallery_is_refused(faces_kit: Path) -> None:
 
     with pytest.raises(ValueError, match="enroll"):
         FaceProtector(ProtectSettings.build(model="kit:faceapi_recognition", steps=1), device="cpu")
+
+
+def test_region_view_gives_the_same_logits_as_the_whole_photo(friends) -> None:  # noqa: ANN001
+    """The attack optimises regions; verification reads the whole photo: both must see the same chips."""
+    from onlymine.faces.protect import RegionClassifier, make_item
+    from onlymine.models import load_model
+
+    _, im, faces = friends
+    model = load_model("kit:faceapi_expression")
+    items = [make_item(0, im, f, model) for f in faces]
+    with torch.no_grad():
+        a = RegionClassifier(model, items)([it.r0 for it in items])
+        b = model(align.chips(im, faces, model.crop, model.cfg.input_size))
+    assert torch.allclose(a, b, atol=1e-3)

@@ -84,8 +84,10 @@ def make_item(photo: int, image: torch.Tensor, face: Face, model: FaceClassifier
     x1c, y1c, x2c, y2c = max(0.0, x1), max(0.0, y1), min(float(W), x2), min(float(H), y2)
     # the region is the chip footprint; the mask is 1 in its core and ramps to 0 over ``band`` pixels
     # towards the footprint's edge, so the optimised perturbation itself fades out (no crop edge to see)
-    region = (max(0, int(math.floor(y1c)) - 1), max(0, int(math.floor(x1c)) - 1),
-              min(H, int(math.ceil(y2c)) + 1), min(W, int(math.ceil(x2c)) + 1))
+    # (4 px beyond the footprint: align.warp's antialiasing window is then the same as on the whole photo, so
+    # the model's clean prediction on the region equals its prediction on the photo)
+    region = (max(0, int(math.floor(y1c)) - 4), max(0, int(math.floor(x1c)) - 4),
+              min(H, int(math.ceil(y2c)) + 4), min(W, int(math.ceil(x2c)) + 4))
     t, left, b, r = region
     inner = (x1c + band, y1c + band, x2c - band, y2c - band)
     mask = feather_mask(region, inner, band).to(image.device)

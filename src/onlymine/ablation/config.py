@@ -1,0 +1,224 @@
+"""Ablation configs (YAML): which models, which photos, and which settings to try.
+
+A config names the authorized model, the unauthorized models that score the saved files, the photos and a
+*design* over the FMD parameters ``layer, eps, alpha, steps, lam``:
+
+* ``design: grid`` tries every combination of the listed values (costly: 5 x 4 x 4 x ... settings);
+* ``design: ofat`` (one factor at a time) starts from ``base`` and varies one axis at a time over its list,
+  holding the others at the base value; the base point itself is run once.
+
+Example (``configs/ablation-mobilenet_v2.yaml``)::
+
+    name: mobilenet_v2
+    authorized: torchvision:mobilenet_v2
+    unauthorized: [efficientnet-lite:lite0, efficientnet-lite:lite1, efficientnet-lite:lite2]
+    data: null            # default: the offline kit's photos/imagenet (if present)
+    labels: null          # default: DATA/labels.csv when it exists
+    limit: 8              # photos (taken in turn from foolbox_* and aib_*)
+    design: ofat
+    base: {layer: features.7, eps: 16/255, alpha: 4/255, steps: 100, lam: 0.01}
+    axes:
+      layer: stages       # every tappable stage of the authorized model (Classifier.stages())
+      eps: [4/255, 8/255, 12/255, 16/255]
+      lam: [0, 0.01, 0.1, 1]
+    alpha_follows_eps: true   # alpha = base alpha * eps / base eps when eps varies
+    settings: {}          # anything else ProtectSettings.build accepts (precision, keep_best, ...)
+    recommend: {min_authorized: 1.0, eps: base}
+    explain: {images: 4}  # Grad-CAM grid and confidence figure for the base setting (0: off)
+
+Budgets (``eps``, ``alpha``) accept ``16``, ``16/255`` or ``0.0627`` like the CLI.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onlymine.settings import parse_budget
+
+AXES = ("layer", "eps", "alpha", "steps", "lam")
+KIT_IMAGENET = Path(__file__).resolve().parents[3] / ".." / "shared" / "kit" / "photos" / "imagenet"
+KNOWN_KEYS = {"name", "authorized", "unauthorized", "data", "labels", "limit", "subset", "design", "base", "axes",
+              "alpha_follows_eps", "settings", "recommend", "explain", "batch_size"}
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One setting of the design: the FMD parameters that vary (the rest comes from ``settings``)."""
+
+    layer: str
+    eps: float
+    alpha: float
+    steps: int
+    lam: float
+    axis: str = "base"  # which axis this point varies (ofat), "grid" for a full grid, "base" for the base
+
+    @property
+    def id(self) -> str:
+        """Folder-safe, human-readable id (``features.7_eps16_a4_n100_lam0.01``); budgets in /255 units."""
+        lay = re.sub(r"[^A-Za-z0-9._-]+", "_", self.layer)
+        return f"{lay}_eps{_u(self.eps)}_a{_u(self.alpha)}_n{self.steps}_lam{self.lam:g}"
+
+    def params(self) -> dict[str, Any]:
+        return {"layer": [self.layer], "eps": self.eps, "alpha": self.alpha, "steps": self.steps, "lam": self.lam}
+
+
+def _u(v: float) -> str:
+    return f"{v * 255:.4g}"
+
+
+@dataclass
+class AblationConfig:
+    """A parsed config (see the module docstring)."""
+
+    name: str
+    authorized: str
+    unauthorized: list[str]
+    base: dict[str, Any]
+    axes: dict[str, Any]
+    design: str = "ofat"
+    data: Path | None = None
+    labels: Path | None = None
+    limit: int | None = None
+    subset: str = "all"
+    alpha_follows_eps: bool = True
+    settings: dict[str, Any] = field(default_factory=dict)
+    recommend: dict[str, Any] = field(default_factory=dict)
+    explain: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 8
+    source: Path | None = None
+
+    def data_dir(self) -> Path:
+        """The photo folder (the kit's ImageNet photos when the config names none)."""
+        d = self.data if self.data is not None else KIT_IMAGENET.resolve()
+        if not d.is_dir():
+            raise ConfigError(f"{self.source or 'config'}: photo folder {d} does not exist (set 'data:')")
+        return d
+
+    def labels_file(self) -> Path | None:
+        p = self.labels if self.labels is not None else self.data_dir() / "labels.csv"
+        return p if p.is_file() else None
+
+    def points(self, stages: Callable[[], Sequence[str]]) -> list[Point]:
+        """The design's settings, base first, without duplicates. ``stages`` gives the authorized model's
+        tappable stages (used when ``layer`` is ``stages`` or the base layer is missing)."""
+        values = {a: self._values(a, stages) for a in AXES}
+        base = self._base(stages)
+        pts: list[Point] = [base]
+        if self.design == "grid":
+            for combo in itertools.product(*(values[a] or [getattr(base, a)] for a in AXES)):
+                kw = dict(zip(AXES, combo, strict=True))
+                if "alpha" not in self.axes:
+                    kw["alpha"] = self._alpha(base, kw["eps"])
+                pts.append(Point(**kw, axis="grid"))
+        else:
+            for a in AXES:
+                for v in values[a]:
+                    kw = {k: getattr(base, k) for k in AXES}
+                    kw[a] = v
+                    if a == "eps":
+                        kw["alpha"] = self._alpha(base, v)
+                    pts.append(Point(**kw, axis=a))
+        seen: dict[str, Point] = {}
+        for p in pts:
+            seen.setdefault(p.id, p)
+        return list(seen.values())
+
+    def _alpha(self, base: Point, eps: float) -> float:
+        return base.alpha * eps / base.eps if self.alpha_follows_eps and base.eps > 0 else base.alpha
+
+    def _base(self, stages: Callable[[], Sequence[str]]) -> Point:
+        b = self.base
+        layer = b.get("layer")
+        if not layer:
+            from onlymine.settings import MODEL_DEFAULTS
+
+            layer = MODEL_DEFAULTS.get(self.authorized, {}).get("layer")
+        if not layer:
+            st = list(stages())
+            layer = st[int(0.4 * (len(st) - 1))]
+        return Point(layer=str(layer), eps=parse_budget(b.get("eps", 16 / 255)),
+                     alpha=parse_budget(b.get("alpha", 4 / 255)), steps=int(b.get("steps", 100)),
+                     lam=float(b.get("lam", 0.01)), axis="base")
+
+    def _values(self, axis: str, stages: Callable[[], Sequence[str]]) -> list[Any]:
+        v = self.axes.get(axis)
+        if v is None:
+            return []
+        if axis == "layer":
+            if v in ("stages", "all"):
+                return list(stages())
+            if isinstance(v, dict) and "every" in v:  # {every: 3}: every n-th stage, plus the last
+                st = list(stages())
+                picked = st[:: int(v["every"])]
+                return picked + ([st[-1]] if st and st[-1] not in picked else [])
+            return [str(x) for x in _as_list(v, axis, self.source)]
+        conv = {"eps": parse_budget, "alpha": parse_budget, "steps": int, "lam": float}[axis]
+        try:
+            return [conv(x) for x in _as_list(v, axis, self.source)]
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{self.source or 'config'}: axis {axis!r}: {e}") from e
+
+
+def _as_list(v: Any, axis: str, source: Path | None) -> list[Any]:
+    if not isinstance(v, list) or not v:
+        raise ConfigError(f"{source or 'config'}: axis {axis!r} must be a non-empty list")
+    return v
+
+
+def parse_config(d: dict[str, Any], source: Path | None = None) -> AblationConfig:
+    """Validate a config mapping (as read from YAML) into an :class:`AblationConfig`."""
+    where = str(source or "config")
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    unknown = set(d) - KNOWN_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(KNOWN_KEYS)}")
+    if not d.get("authorized"):
+        raise ConfigError(f"{where}: 'authorized' (a model spec) is required")
+    axes = d.get("axes") or {}
+    bad = set(axes) - set(AXES)
+    if bad:
+        raise ConfigError(f"{where}: unknown axis {sorted(bad)}; axes are {list(AXES)}")
+    design = d.get("design", "ofat")
+    if design not in ("ofat", "grid"):
+        raise ConfigError(f"{where}: design must be 'ofat' or 'grid', got {design!r}")
+    base_dir = source.parent if source else Path.cwd()
+
+    def path(key: str) -> Path | None:
+        v = d.get(key)
+        return None if v in (None, "") else (base_dir / str(v)).resolve()
+
+    unauth = d.get("unauthorized") or []
+    if isinstance(unauth, str):
+        unauth = [unauth]
+    return AblationConfig(
+        name=str(d.get("name") or (source.stem if source else "ablation")), authorized=str(d["authorized"]),
+        unauthorized=[str(u) for u in unauth if str(u) != str(d["authorized"])], base=dict(d.get("base") or {}),
+        axes=dict(axes), design=design, data=path("data"), labels=path("labels"),
+        limit=None if d.get("limit") is None else int(d["limit"]), subset=str(d.get("subset", "all")),
+        alpha_follows_eps=bool(d.get("alpha_follows_eps", True)), settings=dict(d.get("settings") or {}),
+        recommend=dict(d.get("recommend") or {}), explain=dict(d.get("explain") or {}),
+        batch_size=int(d.get("batch_size", 8)), source=source)
+
+
+def load_config(path: str | Path) -> AblationConfig:
+    """Read and validate a YAML config file; raises :class:`ConfigError` naming the file."""
+    import yaml
+
+    p = Path(path)
+    try:
+        d = yaml.safe_load(p.read_text())
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read ({e.strerror or e})") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from e
+    return parse_config(d, p)

@@ -1,0 +1,150 @@
+"""Run an ablation: every setting of a config through the one protect path, then the shared evaluation.
+
+For each :class:`~onlymine.ablation.config.Point` the photos are protected with
+:func:`onlymine.protect.protect_paths` into ``OUT/settings/<point id>/`` (resumable through its manifest),
+the saved files are scored by the authorized model and every unauthorized model with
+:func:`onlymine.evaluate.evaluate_pairs` (cached in the same folder), and one tidy row is made:
+authorized accuracy/agreement on the saved files, each unauthorized accuracy and their average, PSNR,
+SSIM and seconds per image.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onlymine import report
+from onlymine.ablation.config import AblationConfig, Point
+from onlymine.evaluate import Evaluation, Pair, evaluate_pairs, quality_summary, read_labels, summarize
+from onlymine.judges import ClassifierJudge
+from onlymine.models import Classifier, load_model
+from onlymine.protect import Protector, protect_paths
+from onlymine.settings import ProtectSettings
+
+log = logging.getLogger(__name__)
+
+SETTINGS_DIR = "settings"
+
+
+@dataclass
+class AblationRun:
+    """What one config produced: its points, one result row per point, the evaluations and the models."""
+
+    config: AblationConfig
+    out: Path
+    points: list[Point]
+    rows: list[dict[str, Any]]
+    files: list[Path]
+    models: dict[str, Classifier]
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def select_photos(cfg: AblationConfig) -> tuple[Path, list[Path], dict[str, Any] | None]:
+    """(data folder, photos, labels) for a config; the subset/limit rules of ``experiment imagenet``."""
+    from onlymine.experiments.imagenet import select_files
+
+    data = cfg.data_dir()
+    files = select_files(data, cfg.subset, cfg.limit)
+    if not files:
+        raise ValueError(f"{data}: no images (subset {cfg.subset!r})")
+    lab = cfg.labels_file()
+    return data, files, read_labels(lab) if lab else None
+
+
+def run_ablation(cfg: AblationConfig, out: str | Path, device: str = "cpu", progress: bool = True,
+                 models: dict[str, Classifier] | None = None,
+                 on_row: Callable[[dict[str, Any]], None] | None = None) -> AblationRun:
+    """Protect and evaluate every point of ``cfg`` (resuming finished work) and return the rows."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    data, files, labels = select_photos(cfg)
+    models = dict(models or {})
+    for spec in [cfg.authorized, *cfg.unauthorized]:
+        if spec not in models:
+            models[spec] = load_model(spec, device=device)
+    auth = models[cfg.authorized]
+    judges = [ClassifierJudge(models[s], batch_size=cfg.batch_size) for s in [cfg.authorized, *cfg.unauthorized]]
+    points = cfg.points(auth.stages)
+    names = [_name(f, data) for f in files]
+    clean_cache: dict[tuple[str, str], Any] = {}
+    run = AblationRun(cfg, out, points, [], files, models)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(points, desc=f"ablate {cfg.name}", unit="setting", disable=not progress)
+    for pt in bar:
+        bar.set_postfix_str(pt.id, refresh=False)
+        s = ProtectSettings.build(model=cfg.authorized, **{**cfg.settings, **pt.params()})
+        folder = out / SETTINGS_DIR / pt.id
+        prot = Protector(s, device=device, model=auth)
+        summary = protect_paths(files, folder, s, batch_size=cfg.batch_size, resume=True, progress=progress,
+                                protector=prot)
+        for o in summary.outcomes:
+            if o.status == "error":
+                log.warning("%s", o.message)
+        by_input = {Path(o.row["input"]): Path(o.row["output"]) for o in summary.outcomes
+                    if o.status in ("ok", "failed", "skipped") and o.row.get("output")}
+        prows = [o.row for o in summary.outcomes if o.row.get("verified")]
+        pairs = [Pair(n, f, by_input[f]) for n, f in zip(names, files, strict=True) if f in by_input]
+        if not pairs:
+            log.warning("%s: no protected file to evaluate", pt.id)
+            continue
+        ev = evaluate_pairs(pairs, judges, authorized=auth.name, labels=labels, transforms=("none",),
+                            cache_dir=folder, clean_cache=clean_cache, batch_size=cfg.batch_size,
+                            progress=progress, desc=f"evaluate {pt.id}")
+        run.evaluations[pt.id] = ev
+        row = result_row(pt, ev, prows, auth.name, [models[u].name for u in cfg.unauthorized])
+        run.rows.append(row)
+        if on_row:
+            on_row(row)
+    run.wall_s = time.perf_counter() - t0
+    return run
+
+
+def result_row(pt: Point, ev: Evaluation, protect_rows: list[dict[str, Any]], authorized: str,
+               unauthorized: list[str]) -> dict[str, Any]:
+    """One tidy row: the point's parameters, accuracies/agreements (fractions), quality and speed."""
+    by_judge = {r["judge"]: r for r in summarize(ev) if r["transform"] == "none"}
+    q = quality_summary(ev)
+    row: dict[str, Any] = {"id": pt.id, "axis": pt.axis, "layer": pt.layer, "eps_255": round(pt.eps * 255, 4),
+                           "alpha_255": round(pt.alpha * 255, 4), "steps": pt.steps, "lam": pt.lam,
+                           "n": q["n"]}
+    a = by_judge.get(authorized, {})
+    row["authorized_accuracy"] = a.get("accuracy")
+    row["authorized_agreement"] = a.get("agreement")
+    for u in unauthorized:
+        row[f"{report.short_name(u)}_accuracy"] = by_judge.get(u, {}).get("accuracy")
+    for u in unauthorized:
+        row[f"{report.short_name(u)}_agreement"] = by_judge.get(u, {}).get("agreement")
+    row["unauthorized_accuracy"] = report.mean(by_judge.get(u, {}).get("accuracy") for u in unauthorized)
+    row["unauthorized_agreement"] = report.mean(by_judge.get(u, {}).get("agreement") for u in unauthorized)
+    row["psnr"] = q.get("psnr")
+    row["ssim"] = q.get("ssim")
+    row["linf_max_255"] = None if q.get("linf_max") is None else round(q["linf_max"] * 255, 3)
+    row["verified_ok"] = sum(r.get("status") == "ok" for r in protect_rows)
+    row["retried"] = sum(int(r.get("attempts", 1)) > 1 for r in protect_rows)
+    row["seconds_per_image"] = report.mean(r.get("seconds") for r in protect_rows)
+    return row
+
+
+def protection(row: dict[str, Any]) -> float | None:
+    """The protection score a row is judged by: unauthorized accuracy (lower is better); agreement with the
+    clean predictions when the photos have no labels."""
+    v = row.get("unauthorized_accuracy")
+    return v if v is not None else row.get("unauthorized_agreement")
+
+
+def authorized_kept(row: dict[str, Any]) -> float | None:
+    """Authorized agreement on the saved files (the authorized model's clean prediction survived)."""
+    return row.get("authorized_agreement")
+
+
+def _name(f: Path, root: Path) -> str:
+    try:
+        return str(f.relative_to(root))
+    except ValueError:
+        return f.name

@@ -33,7 +33,8 @@ def analyse(run: AblationRun) -> dict[str, Any]:
                     and abs(r["eps_255"] - base.eps * 255) < 1e-6 and r["steps"] == base.steps
                     and abs(r["alpha_255"] - base.alpha * 255) < 1e-6), None)
     n = max((r["n"] for r in run.rows), default=0)
-    near = max(0.05, 1 / n) if n else 0.05
+    # "near": within one image of one unauthorized model, at least 5 points
+    near = max(0.05, 1 / (n * max(1, len(cfg.unauthorized)))) if n else 0.05
 
     def gap(r: dict[str, Any] | None) -> float | None:
         return None if r is None or r not in ok else front_gap(r, front)

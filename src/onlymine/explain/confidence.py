@@ -3,6 +3,7 @@ paper's Figure 5): protection should leave the authorized model confident and ma
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,9 @@ def confidence_figure(path: str | Path, rows: Sequence[dict[str, Any]], authoriz
             v = [r["confidence"] for r in rows if r["model"] == m and r["version"] == tag]
             if not v:
                 continue
-            ax.hist(v, bins=bins, alpha=0.55, color=colour, label=f"{tag} (median {sorted(v)[len(v) // 2]:.2f})")
-            ax.axvline(sorted(v)[len(v) // 2], color=colour, ls="--", lw=1)
+            med = statistics.median(v)
+            ax.hist(v, bins=bins, alpha=0.55, color=colour, label=f"{tag} (median {med:.2f})")
+            ax.axvline(med, color=colour, ls="--", lw=1)
         role = "authorized" if m == authorized else "unauthorized"
         ax.set_title(f"{report.short_name(m)} ({role})", fontsize=9)
         ax.set_xlabel("top-1 softmax confidence")

@@ -1,0 +1,132 @@
+"""onlymine ablate: config designs, Pareto front / recommendation, and a tiny real run (resume, outputs)."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from onlymine.ablation import ConfigError, load_config, pareto_front, parse_config, recommend
+from onlymine.ablation.analysis import front_gap
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = [f"features.{i}" for i in range(19)]
+
+
+def _cfg(**kw):
+    d = {"authorized": "torchvision:mobilenet_v2", "unauthorized": ["efficientnet-lite:lite0"],
+         "base": {"layer": "features.7", "eps": "16/255", "alpha": "4/255", "steps": 100, "lam": 0.01}}
+    d.update(kw)
+    return parse_config(d)
+
+
+def test_ofat_varies_one_axis_at_a_time_around_the_base():
+    cfg = _cfg(axes={"layer": ["features.3", "features.7"], "eps": ["8/255", "16/255"], "lam": [0, 1]})
+    pts = cfg.points(lambda: STAGES)
+    assert pts[0].axis == "base" and pts[0].layer == "features.7"
+    assert len(pts) == 1 + 1 + 1 + 2  # duplicates of the base point are dropped
+    assert len({p.id for p in pts}) == len(pts)
+    eps8 = next(p for p in pts if p.axis == "eps")
+    assert eps8.eps == pytest.approx(8 / 255) and eps8.alpha == pytest.approx(2 / 255)  # alpha follows eps
+    assert all(p.lam == 0.01 for p in pts if p.axis in ("layer", "eps"))
+
+
+def test_grid_is_the_full_product_and_stages_expand():
+    cfg = _cfg(design="grid", axes={"layer": "stages", "eps": [4, 8], "lam": [0, 0.1, 1]})
+    pts = cfg.points(lambda: STAGES)
+    assert len(pts) == 1 + 19 * 2 * 3
+    every = _cfg(axes={"layer": {"every": 6}}).points(lambda: STAGES)
+    assert sorted(p.layer for p in every if p.axis == "layer") == sorted(
+        ["features.0", "features.6", "features.12", "features.18"])
+
+
+def test_the_shipped_configs_cover_what_the_issue_asks():
+    cfg = load_config(REPO / "configs" / "ablation-mobilenet_v2.yaml")
+    pts = cfg.points(lambda: STAGES)
+    assert len({p.layer for p in pts}) >= 5 and len({p.eps for p in pts}) >= 4 and len({p.lam for p in pts}) >= 4
+    assert cfg.unauthorized == ["efficientnet-lite:lite0", "efficientnet-lite:lite1", "efficientnet-lite:lite2"]
+    for f in sorted((REPO / "configs").glob("defaults-*.yaml")):
+        d = load_config(f)
+        assert d.authorized not in d.unauthorized and len(d.unauthorized) == 3, f
+
+
+def test_bad_configs_name_the_file_and_the_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("authorized: torchvision:mobilenet_v2\nfoo: 1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*unknown key"):
+        load_config(bad)
+    bad.write_text("authorized: x\naxes: {depth: [1]}\n")
+    with pytest.raises(ConfigError, match="unknown axis"):
+        load_config(bad)
+    bad.write_text("authorized: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="eps"):
+        _cfg(axes={"eps": ["sixteen"]}).points(lambda: STAGES)
+
+
+def _row(i, psnr, unauth, kept=1.0, eps=16.0):
+    return {"id": str(i), "psnr": psnr, "unauthorized_accuracy": unauth, "authorized_agreement": kept,
+            "eps_255": eps, "steps": 100}
+
+
+def test_pareto_front_and_recommendation():
+    rows = [_row(0, 30, 0.5), _row(1, 32, 0.4), _row(2, 28, 0.1), _row(3, 29, 0.3), _row(4, 35, 0.05, kept=0.5),
+            _row(5, 40, 0.9, eps=4.0)]
+    front = pareto_front([r for r in rows if r["authorized_agreement"] == 1.0])
+    assert [r["id"] for r in front] == ["2", "1", "5"]  # 0 and 3 are dominated by 1
+    assert front_gap(rows[0], front) == pytest.approx(0.1)
+    assert front_gap(rows[1], front) == 0
+    rec = recommend(rows, base_eps_255=16.0)
+    assert rec["id"] == "2"  # lowest unauthorized accuracy at the base budget; 4 flips the authorized model
+    assert recommend(rows, base_eps_255=16.0, min_psnr=31)["id"] == "1"
+    assert recommend(rows, base_eps_255=16.0, min_authorized=0.5)["id"] == "4"
+    assert recommend(rows, base_eps_255=2.0) is None
+
+
+def test_tiny_real_run_writes_rows_figures_and_resumes(kit_dir, mobilenet, tmp_path, capsys):
+    from onlymine.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    src = kit_dir / "photos" / "imagenet"
+    names = ["foolbox_00_243.jpg", "aib_000.jpg"]
+    for n in names:
+        shutil.copy(src / n, photos / n)
+    with open(src / "labels.csv") as f:
+        labels = {r["file"]: r["label"] for r in csv.DictReader(f)}
+    (photos / "labels.csv").write_text("file,label\n" + "".join(f"{n},{labels[n]}\n" for n in names))
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("name: tiny\nauthorized: torchvision:mobilenet_v2\nunauthorized: [efficientnet-lite:lite0]\n"
+                   "data: photos\nbase: {layer: features.7, eps: 16/255, alpha: 4/255, steps: 2, lam: 0.01}\n"
+                   "axes: {lam: [0]}\nexplain: {images: 1}\n")
+    out, md = tmp_path / "out", tmp_path / "doc" / "ablations.md"
+    argv = ["ablate", str(cfg), "-o", str(out), "--markdown", str(md), "--no-progress"]
+    assert main(argv) == 0
+    with open(out / "tiny" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["axis"] for r in rows] == ["base", "lam"]
+    for r in rows:
+        assert float(r["authorized_agreement"]) == 1.0  # verified on the saved files
+        assert 0 <= float(r["lite0_accuracy"]) <= 1 and float(r["unauthorized_accuracy"]) == float(r["lite0_accuracy"])
+        assert 15 < float(r["psnr"]) < 60 and 0 < float(r["ssim"]) <= 1
+        assert float(r["linf_max_255"]) <= 16.0 + 1e-3 and float(r["seconds_per_image"]) > 0
+    for name in ("ablation-tiny-pareto.png", "ablation-tiny-lam.png", "gradcam-tiny.png", "confidence-tiny.png"):
+        assert (md.parent / "img" / name).stat().st_size > 1000
+    text = md.read_text()
+    assert "## Recommendation" in text and "img/ablation-tiny-pareto.png" in text and "Machine:" in text
+    manifests = {p: p.stat().st_mtime_ns for p in (out / "tiny" / "settings").glob("*/manifest.jsonl")}
+    assert len(manifests) == 2
+    capsys.readouterr()
+    assert main([*argv, "--no-explain"]) == 0  # resumed: nothing is protected again
+    assert {p: p.stat().st_mtime_ns for p in manifests} == manifests
+
+
+def test_cli_reports_a_bad_config(tmp_path, capsys):
+    from onlymine.cli import main
+
+    missing = tmp_path / "nope.yaml"
+    assert main(["ablate", str(missing), "-o", str(tmp_path / "o")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err

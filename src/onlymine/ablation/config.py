@@ -145,8 +145,8 @@ class AblationConfig:
         if not layer:
             st = list(stages())
             layer = st[int(0.4 * (len(st) - 1))]
-        return Point(layer=str(layer), eps=parse_budget(b.get("eps", 16 / 255)),
-                     alpha=parse_budget(b.get("alpha", 4 / 255)), steps=int(b.get("steps", 100)),
+        return Point(layer=str(layer), eps=budget(b.get("eps", 16 / 255)),
+                     alpha=budget(b.get("alpha", 4 / 255)), steps=int(b.get("steps", 100)),
                      lam=float(b.get("lam", 0.01)), axis="base")
 
     def _values(self, axis: str, stages: Callable[[], Sequence[str]]) -> list[Any]:
@@ -161,11 +161,16 @@ class AblationConfig:
                 picked = st[:: int(v["every"])]
                 return picked + ([st[-1]] if st and st[-1] not in picked else [])
             return [str(x) for x in _as_list(v, axis, self.source)]
-        conv = {"eps": parse_budget, "alpha": parse_budget, "steps": int, "lam": float}[axis]
+        conv = {"eps": budget, "alpha": budget, "steps": int, "lam": float}[axis]
         try:
             return [conv(x) for x in _as_list(v, axis, self.source)]
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{self.source or 'config'}: axis {axis!r}: {e}") from e
+
+
+def budget(v: Any) -> float:
+    """A budget as the CLI reads it: ``16`` and ``"16"`` mean 16/255, ``"16/255"`` and ``0.0627`` as given."""
+    return parse_budget(str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
 
 
 def _as_list(v: Any, axis: str, source: Path | None) -> list[Any]:

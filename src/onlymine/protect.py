@@ -10,8 +10,11 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ import torch
 from onlymine import io
 from onlymine.attacks import ATTACKS, FMD, Attack
 from onlymine.models import Classifier, load_model
+from onlymine.models.fast import fast_classifier
 from onlymine.settings import ProtectSettings
 
 log = logging.getLogger(__name__)
@@ -40,7 +44,7 @@ def build_attack(model: Classifier, s: ProtectSettings, **changes: Any) -> Attac
     layers = s.layer or [model.default_layer()]
     if s.attack == "fmd":
         return FMD(model, layers, eps=s.eps, alpha=s.alpha, steps=s.steps, lam=float(s.lam or 0.0),
-                   random_start=s.random_start, keep_best=s.keep_best, seed=s.seed)
+                   random_start=s.random_start, keep_best=s.keep_best, seed=s.seed, early_stop=s.early_stop)
     if s.attack == "feature-only":
         return ATTACKS[s.attack](model, layers, eps=s.eps, alpha=s.alpha, steps=s.steps,
                                  random_start=s.random_start, seed=s.seed)
@@ -88,7 +92,10 @@ class Protector:
         self.model = model if model is not None else load_model(settings.model, device=self.device)
         s = settings.resolved()
         self.settings = replace(s, layer=s.layer or [self.model.default_layer()])
-        self.attack = build_attack(self.model, self.settings)
+        # the attack runs on a faster copy of the model (same function); verification uses the model itself
+        self.fast_model = fast_classifier(self.model, keep=self.settings.layer, fold_bn=s.fold_bn,
+                                          channels_last=s.channels_last, precision=s.precision, compile=s.compile)
+        self.attack = build_attack(self.fast_model, self.settings)
 
     def protect_batch(self, images: Sequence[io.LoadedImage], outputs: Sequence[Path],
                       overwrite: bool = False) -> list[Outcome]:
@@ -103,10 +110,12 @@ class Protector:
         pending = list(range(len(images)))
         verified: dict[int, dict[str, Any]] = {}
         for attempt in range(s.retries + 1):
-            for i in pending:
+            def save_and_reread(i: int, attempt: int = attempt) -> torch.Tensor:
                 io.save_image(outputs[i], adv[i], images[i].alpha, fmt=s.fmt, quality=s.quality,
                               icc_profile=images[i].icc_profile, overwrite=overwrite or attempt > 0)
-            reread = [io.load_image(outputs[i]).rgb for i in pending]
+                return io.load_image(outputs[i]).rgb
+
+            reread = _map_io(save_and_reread, pending)  # encoders/decoders release the GIL: in parallel
             top1, conf = self.model.predict(reread)
             for k, i in enumerate(pending):
                 verified[i] = {
@@ -122,7 +131,7 @@ class Protector:
                 break
             # Re-optimise the flipped images with a 10x stronger keep term and a new random start.
             log.info("re-optimising %d image(s) whose saved file flipped the authorized prediction", len(pending))
-            retry = build_attack(self.model, s, lam=float(s.lam or 0.0) * 10 ** (attempt + 1) or 1.0,
+            retry = build_attack(self.fast_model, s, lam=float(s.lam or 0.0) * 10 ** (attempt + 1) or 1.0,
                                  keep_best=True, seed=s.seed + attempt + 1) if s.attack in ("fmd",) else None
             if retry is None:
                 break
@@ -170,8 +179,13 @@ def _done(manifest: Path, key: str) -> dict[str, dict[str, Any]]:
 def protect_paths(inputs: Sequence[str | Path], out_dir: str | Path, settings: ProtectSettings,
                   device: str = "auto", batch_size: int = 8, resume: bool = False, max_pixels: int | None = None,
                   progress: bool = True, on_outcome: Callable[[Outcome], None] | None = None,
-                  protector: Protector | None = None) -> Summary:
+                  protector: Protector | None = None, prefetch: int = 2,
+                  batch_pixels: int | None = 32_000_000) -> Summary:
     """Protect files and folders into ``out_dir``; one manifest row per image; never touches the inputs.
+
+    Decoding runs ahead in a background thread (``prefetch`` batches; 0: in turn) while the model computes;
+    a batch also ends before its images would exceed ``batch_pixels`` pixels, bounding memory on large
+    photos. Neither changes the outputs.
 
     Bad files (corrupt, truncated, empty, not an image, too many pixels) are reported one line each and
     the run goes on. With ``resume``, images already in the manifest with the same settings are skipped;
@@ -209,11 +223,12 @@ def protect_paths(inputs: Sequence[str | Path], out_dir: str | Path, settings: P
             bar.update(len(batch))
             batch.clear()
 
-    for path in files:
-        try:
-            im = io.load_image(path, **({"max_pixels": max_pixels} if max_pixels else {}))
-        except io.ImageError as e:
-            emit(Outcome(path, "error", str(e), _error_row(e, s)))
+    def load(path: Path) -> io.LoadedImage:
+        return io.load_image(path, **({"max_pixels": max_pixels} if max_pixels else {}))
+
+    for path, im in decode_ahead(files, load, ahead=prefetch * batch_size):
+        if isinstance(im, io.ImageError):
+            emit(Outcome(path, "error", str(im), _error_row(im, s)))
             bar.update(1)
             continue
         prev = done.get(f"{im.sha256}:{path}")
@@ -227,12 +242,53 @@ def protect_paths(inputs: Sequence[str | Path], out_dir: str | Path, settings: P
                          {}))
             bar.update(1)
             continue
+        if batch_pixels and batch and _pixels(batch) + im.rgb[0].numel() > batch_pixels:
+            flush()
         batch.append((im, target))
         if len(batch) >= batch_size:
             flush()
     flush()
     bar.close()
     return summary
+
+
+def _pixels(batch: Sequence[tuple[io.LoadedImage, Path]]) -> int:
+    return sum(b[0].rgb[0].numel() for b in batch)
+
+
+def _map_io(fn: Callable[[int], torch.Tensor], items: Sequence[int]) -> list[torch.Tensor]:
+    """``[fn(i) for i in items]`` on a few threads (file encoding/decoding), results in order."""
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(4, len(items)), thread_name_prefix="onlymine-io") as pool:
+        return list(pool.map(fn, items))
+
+
+def decode_ahead(files: Sequence[Path], load: Callable[[Path], io.LoadedImage],
+                 ahead: int = 16) -> Iterator[tuple[Path, io.LoadedImage | io.ImageError]]:
+    """Yield ``(path, image or its ImageError)`` in order, decoding up to ``ahead`` files in a background
+    thread while the caller computes (``ahead <= 0``: decode each file when it is reached)."""
+
+    def attempt(path: Path) -> io.LoadedImage | io.ImageError:
+        try:
+            return load(path)
+        except io.ImageError as e:
+            return e
+
+    if ahead <= 0:
+        for path in files:
+            yield path, attempt(path)
+        return
+    it = iter(files)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onlymine-decode") as pool:
+        queue: deque[tuple[Path, Future[io.LoadedImage | io.ImageError]]] = deque(
+            (f, pool.submit(attempt, f)) for f in islice(it, ahead))
+        while queue:
+            path, fut = queue.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                queue.append((nxt, pool.submit(attempt, nxt)))
+            yield path, fut.result()
 
 
 def output_paths(files: Sequence[Path], roots: dict[Path, Path], out: Path, fmt: str) -> dict[Path, Path]:

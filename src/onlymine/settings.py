@@ -26,7 +26,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 DEFAULT_PRESET = "high"
 # The paper's exact procedure (Chai et al. 2024): last iterate, no best-iterate selection.
-PAPER = {"eps": 16 / 255, "alpha": 4 / 255, "steps": 100, "keep_best": False, "random_start": True}
+PAPER = {"eps": 16 / 255, "alpha": 4 / 255, "steps": 100, "keep_best": False, "random_start": True,
+         "early_stop": False}
 
 
 def parse_budget(value: str | float) -> float:
@@ -63,6 +64,13 @@ class ProtectSettings:
     fmt: str = "png"
     quality: int = 95
     retries: int = 2  # re-optimisations when the saved file flips the authorized prediction
+    # Speed (docs/performance.md, `python benchmarks/speed.py`); each is on by default only where the
+    # benchmark showed it keeps the protection.
+    early_stop: bool = False  # stop an image once margin-safe and its distortion plateaued (FMD only)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16 only where the hardware has it)
+    channels_last: bool = True  # NHWC layout for the authorized network
+    fold_bn: bool = True  # BatchNorm folded into convolutions (same function)
+    compile: bool = False  # torch.compile the untapped stages (slow start; measured slower on CPU)
     preset: str | None = DEFAULT_PRESET
 
     def resolved(self) -> ProtectSettings:

@@ -81,6 +81,7 @@ class Attack:
         self.seed = seed
         self.record_layers = list(record_layers or [])
         self.records: list[dict[str, Any]] = []
+        self._clean_feats: dict[str, torch.Tensor] | None = None  # run()'s clean pass, reused by perturb
 
     # -- API -------------------------------------------------------------
     def __call__(self, images: Images, labels: torch.Tensor | None = None) -> Images:
@@ -98,7 +99,11 @@ class Attack:
         if len(y) != len(x0):
             raise ValueError(f"{len(y)} labels for {len(x0)} images")
         gen = torch.Generator().manual_seed(self.seed if self.seed is not None else torch.seed())
-        adv = self.perturb(x0, y, gen)
+        self._clean_feats = feats0
+        try:
+            adv = self.perturb(x0, y, gen)
+        finally:
+            self._clean_feats = None
         adv = [project(a.detach(), x, self.eps) for a, x in zip(adv, x0, strict=True)]
         self.records = self.image_records(x0, adv, logits0, feats0, y)
         out = [a.to(device=x.device, dtype=x.dtype) for a, x in zip(adv, xs, strict=True)]
@@ -106,6 +111,15 @@ class Attack:
 
     def perturb(self, x0: list[torch.Tensor], y: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
         raise NotImplementedError
+
+    def clean_features(self, x0: list[torch.Tensor], layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Clean feature maps of ``layers``, computed once: reused from :meth:`run`'s clean pass when it
+        tapped them (``record_layers``), else one extra forward pass."""
+        cached = self._clean_feats
+        if cached is not None and all(n in cached and len(cached[n]) == len(x0) for n in layers):
+            return {n: cached[n] for n in layers}
+        with torch.no_grad():
+            return self.model.forward_features(x0, layers)[1]
 
     def config(self) -> dict[str, Any]:
         """The settings that define the output (saved in manifests)."""

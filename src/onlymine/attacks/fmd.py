@@ -44,6 +44,11 @@ class FMD(Attack):
             authorized model still classifies as ``y`` (falls back to the last iterate). ``False`` is the
             paper's plain last iterate.
         seed: random start seed.
+        early_stop: stop optimising an image once its best iterate is safe for the authorized model (logit
+            margin of ``y`` over the runner-up >= ``stop_margin``) and its feature distortion has plateaued
+            (grew by less than ``stop_tol`` (relative) over the last ``stop_patience`` steps). Stopped images
+            leave the batch, so the remaining steps cost less. Off in paper mode.
+        stop_margin, stop_patience, stop_tol: the early-stopping rule above.
 
     Shape:
         images: (N, 3, H, W) in [0,1], or a list of (3, H_i, W_i); labels: (N,) or None. Output: same as input.
@@ -58,7 +63,8 @@ class FMD(Attack):
 
     def __init__(self, model: Classifier, layer: str | Sequence[str], eps: float = 16 / 255,
                  alpha: float = 4 / 255, steps: int = 100, lam: float = 0.01, random_start: bool = True,
-                 keep_best: bool = False, seed: int | None = 0) -> None:
+                 keep_best: bool = False, seed: int | None = 0, early_stop: bool = False,
+                 stop_margin: float = 2.0, stop_patience: int = 10, stop_tol: float = 0.02) -> None:
         self.layers = [layer] if isinstance(layer, str) else list(layer)
         if not self.layers:
             raise ValueError("FMD needs at least one feature layer")
@@ -69,10 +75,17 @@ class FMD(Attack):
             raise ValueError(f"need steps >= 0 and alpha > 0, got steps={steps}, alpha={alpha}")
         self.alpha, self.steps, self.lam = float(alpha), int(steps), float(lam)
         self.random_start, self.keep_best = random_start, keep_best
+        if stop_patience < 1 or stop_tol < 0:
+            raise ValueError(f"need stop_patience >= 1 and stop_tol >= 0, got {stop_patience}, {stop_tol}")
+        self.early_stop, self.stop_margin = early_stop, float(stop_margin)
+        self.stop_patience, self.stop_tol = int(stop_patience), float(stop_tol)
+        self.steps_run: list[int] = []  # per image, after a run
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "layer": self.layers, "alpha": self.alpha, "steps": self.steps,
-                "lam": self.lam, "random_start": self.random_start, "keep_best": self.keep_best}
+                "lam": self.lam, "random_start": self.random_start, "keep_best": self.keep_best,
+                **({"early_stop": True, "stop_margin": self.stop_margin, "stop_patience": self.stop_patience,
+                    "stop_tol": self.stop_tol} if self.early_stop else {})}
 
     def objective(self, x: list[torch.Tensor], clean: dict[str, torch.Tensor],
                   y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -83,33 +96,84 @@ class FMD(Attack):
         return feat - self.lam * ce, feat, logits
 
     def perturb(self, x0: list[torch.Tensor], y: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
-        with torch.no_grad():
-            _, clean = self.model.forward_features(x0, self.layers)
+        clean = self.clean_features(x0, self.layers)
         x = [project(x + uniform_like(x, self.eps, gen), x, self.eps) if self.random_start else x.clone()
              for x in x0]
-        best = [xi.clone() for xi in x]
-        best_feat = torch.full((len(x0),), -1.0, device=y.device)
+        n = len(x0)
+        track = self.keep_best or self.early_stop
+        best = [xi.clone() for xi in x] if track else []
+        best_feat = torch.full((n,), -1.0, device=y.device)
+        best_margin = torch.full((n,), float("-inf"), device=y.device)
+        history: list[torch.Tensor] = []  # best_feat after each step (early stopping)
+        self.steps_run = [0] * n
+        active = list(range(n))
         for _ in range(self.steps):
-            for xi in x:
-                xi.requires_grad_(True)
-            j, feat, logits = self.objective(x, clean, y)
-            grads = torch.autograd.grad(j.sum(), x)
-            if self.keep_best:
-                self._update_best(best, best_feat, x, feat.detach(), logits.detach(), y)
+            if not active:
+                break
+            idx = torch.tensor(active, device=y.device)
+            xa = [x[i].requires_grad_(True) for i in active]
+            ca = clean if len(active) == n else {k: v[idx] for k, v in clean.items()}
+            j, feat, logits = self.objective(xa, ca, y[idx])
+            grads = torch.autograd.grad(j.sum(), xa)
+            if track:
+                self._update_best(best, best_feat, best_margin, xa, active, feat.detach(), logits.detach(), y)
             with torch.no_grad():
-                x = [project(xi + self.alpha * g.sign(), xo, self.eps) for xi, g, xo in zip(x, grads, x0, strict=True)]
+                for k, i in enumerate(active):
+                    x[i] = project(xa[k].detach() + self.alpha * grads[k].sign(), x0[i], self.eps)
+                    self.steps_run[i] += 1
+            if self.early_stop:
+                history.append(best_feat.clone())
+                active = self._still_active(active, history, best_feat, best_margin)
+        if track and active:
+            with torch.no_grad():
+                idx = torch.tensor(active, device=y.device)
+                xa = [x[i] for i in active]
+                ca = clean if len(active) == n else {k: v[idx] for k, v in clean.items()}
+                _, feat, logits = self.objective(xa, ca, y[idx])
+                self._update_best(best, best_feat, best_margin, xa, active, feat, logits, y)
         if not self.keep_best:
-            return x
-        with torch.no_grad():
-            _, feat, logits = self.objective(x, clean, y)
-            self._update_best(best, best_feat, x, feat, logits, y)
+            # plain last iterate; an early-stopped image returns its best (evaluated, margin-safe) iterate
+            return [best[i] if i not in active and self.early_stop else x[i] for i in range(n)]
         # images never valid keep the last iterate (the pipeline's verification reports them)
-        return [b if float(bf) >= 0 else xi for b, bf, xi in zip(best, best_feat, x, strict=True)]
+        return [best[i] if float(best_feat[i]) >= 0 else x[i] for i in range(n)]
+
+    def image_records(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        rows = super().image_records(*args, **kwargs)
+        for row, k in zip(rows, self.steps_run, strict=False):
+            row["steps"] = k
+        return rows
+
+    def _still_active(self, active: list[int], history: list[torch.Tensor], best_feat: torch.Tensor,
+                      best_margin: torch.Tensor) -> list[int]:
+        """Early stopping: drop images whose best iterate is margin-safe and whose distortion plateaued."""
+        if len(history) <= self.stop_patience:
+            return active
+        before = history[-1 - self.stop_patience]
+        keep = []
+        for i in active:
+            plateau = float(best_feat[i]) <= (1 + self.stop_tol) * float(before[i])
+            if not (plateau and float(best_margin[i]) >= self.stop_margin):
+                keep.append(i)
+        return keep
 
     @staticmethod
-    def _update_best(best: list[torch.Tensor], best_feat: torch.Tensor, x: list[torch.Tensor],
-                     feat: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        better = (logits.argmax(-1) == y) & (feat > best_feat)
-        for i in torch.nonzero(better).flatten().tolist():
-            best[i] = x[i].detach().clone()
-            best_feat[i] = feat[i]
+    def _update_best(best: list[torch.Tensor], best_feat: torch.Tensor, best_margin: torch.Tensor,
+                     x: list[torch.Tensor], index: list[int], feat: torch.Tensor, logits: torch.Tensor,
+                     y: torch.Tensor) -> None:
+        """Keep, per image, the iterate with the largest feature distortion that the model still labels y.
+
+        ``x``, ``feat`` and ``logits`` are for the images ``index`` (positions in ``best``)."""
+        m = margin(logits, y[torch.tensor(index, device=y.device)])
+        better = (m > 0) & (feat > best_feat[index])
+        for k in torch.nonzero(better).flatten().tolist():
+            i = index[k]
+            best[i] = x[k].detach().clone()
+            best_feat[i] = feat[k]
+            best_margin[i] = m[k]
+
+
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Logit margin z_y - max_{j != y} z_j per image (> 0: the model predicts y)."""
+    z = logits.float()
+    zy = z.gather(1, y[:, None]).squeeze(1)
+    return zy - z.scatter(1, y[:, None], float("-inf")).amax(1)

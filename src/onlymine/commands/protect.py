@@ -25,13 +25,27 @@ def add_attack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--batch-size", type=int, default=8)
+    speed = p.add_argument_group("speed (docs/performance.md)")
+    speed.add_argument("--early-stop", action=argparse.BooleanOptionalAction, default=None,
+                       help="stop an image once the authorized prediction is margin-safe and the distortion "
+                            "plateaued (off with --paper)")
+    speed.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                       help="autocast precision of the authorized model (auto: bf16 only on hardware with it)")
+    speed.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="NHWC memory layout (default on)")
+    speed.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=None,
+                       help="fold BatchNorm into convolutions, same function (default on)")
+    speed.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="torch.compile the untapped stages (default off)")
 
 
 def settings_from_args(a: argparse.Namespace) -> ProtectSettings:
     return ProtectSettings.build(
         preset=a.preset, paper=a.paper, model=a.model, attack=a.attack, layer=a.layer, eps=a.eps, alpha=a.alpha,
         steps=a.steps, lam=a.lam, seed=a.seed, fmt=getattr(a, "format", None), quality=getattr(a, "quality", None),
-        retries=getattr(a, "retries", None))
+        retries=getattr(a, "retries", None), early_stop=getattr(a, "early_stop", None),
+        precision=getattr(a, "precision", None), channels_last=getattr(a, "channels_last", None),
+        fold_bn=getattr(a, "fold_bn", None), compile=getattr(a, "compile", None))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -36,6 +36,9 @@ class Classifier(nn.Module):
             p.requires_grad_(False)
         self.taps = FeatureTaps(self.net)
         self._stages: list[str] | None = None
+        # execution options, set by onlymine.models.fast.fast_classifier (same function, faster)
+        self.channels_last = False
+        self.amp_dtype: torch.dtype | None = None
 
     @property
     def name(self) -> str:
@@ -54,14 +57,23 @@ class Classifier(nn.Module):
 
     def forward(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """Logits (N, K) for [0,1] images."""
-        return self.net(self.preprocess(images))
+        return self.run_net(self.preprocess(images))
+
+    def run_net(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on a preprocessed batch, in this wrapper's memory layout and autocast precision."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.amp_dtype is None:
+            return self.net(x)
+        with torch.autocast(x.device.type, dtype=self.amp_dtype):
+            return self.net(x).float()
 
     def forward_features(
         self, images: torch.Tensor | Sequence[torch.Tensor], layers: Sequence[str]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits and the named intermediate feature maps, in one forward pass."""
         with self.taps.capture(layers) as feats:
-            logits = self.net(self.preprocess(images))
+            logits = self.run_net(self.preprocess(images))
         return logits, dict(feats)
 
     @torch.no_grad()

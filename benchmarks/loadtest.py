@@ -14,7 +14,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -23,15 +22,9 @@ KIT_PHOTOS = REPO.parent / "shared" / "kit" / "photos" / "imagenet"
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores visible, Python {platform.python_version()}"
+    from onlymine.experiments.protocol import machine as describe
+
+    return describe()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,7 +62,7 @@ def test_warp_is_a_differentiable_resize_of_the_box() -> None:
     img = torch.rand(3, 40, 60)
     a = align._box_affine(10, 5, 30, 25, (20, 20))
     chip = align.warp(img, a, (20, 20))
-    assert torch.allclose(chip, img[:, 5:25, 10:30], atol=1e-6)  # 1:1 box -> the pixels themselves
+    assert torch.allclose(chip, img[:, 5:25, 10:30], atol=1e-5)  # 1:1 box -> the pixels themselves
     x = img.clone().requires_grad_(True)
     align.warp(x, align._box_affine(0, 0, 60, 40, (8, 8)), (8, 8)).sum().backward()  # shrinking: antialiased
     assert float(x.grad.abs().sum()) > 0

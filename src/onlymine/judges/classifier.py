@@ -24,18 +24,19 @@ class ClassifierJudge(TopOneJudge):
         self.batch_size = batch_size
 
     @torch.no_grad()
-    def predict(self, images: Sequence[torch.Tensor]) -> list[int]:
-        out: list[int] = []
+    def top1(self, images: Sequence[torch.Tensor]) -> tuple[list[int], list[float]]:
+        """Top-1 class and its softmax confidence per image, in batches of ``batch_size``."""
+        classes: list[int] = []
+        confs: list[float] = []
         for i in range(0, len(images), self.batch_size):
-            chunk = [im.to(self.model.device) for im in images[i : i + self.batch_size]]
-            out += self.model.predict(chunk)[0].tolist()
-        return out
+            cls, conf = self.model.predict([im.to(self.model.device) for im in images[i : i + self.batch_size]])
+            classes += cls.tolist()
+            confs += conf.tolist()
+        return classes, confs
 
-    @torch.no_grad()
+    def predict(self, images: Sequence[torch.Tensor]) -> list[int]:
+        return self.top1(images)[0]
+
     def confidences(self, images: Sequence[torch.Tensor]) -> list[float]:
         """Top-1 softmax confidence per image (for the paper's Figure 5)."""
-        out: list[float] = []
-        for i in range(0, len(images), self.batch_size):
-            chunk = [im.to(self.model.device) for im in images[i : i + self.batch_size]]
-            out += self.model.predict(chunk)[1].tolist()
-        return out
+        return self.top1(images)[1]

@@ -12,15 +12,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from onlymine.attacks.base import Attack, project, uniform_like
+from onlymine.attacks.fmd import margin
 from onlymine.models.classifier import Classifier
-
-
-def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Logit margin z_y - max_{j != y} z_j per image (> 0 means the authorized model predicts y)."""
-    z = logits.float()
-    zy = z.gather(1, y[:, None]).squeeze(1)
-    other = z.scatter(1, y[:, None], float("-inf")).amax(1)
-    return zy - other
 
 
 def relative_distortion(feats: dict[str, torch.Tensor], clean: dict[str, torch.Tensor]) -> torch.Tensor:

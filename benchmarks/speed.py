@@ -121,11 +121,19 @@ def _settings(method: str, steps: int) -> Any:
     if method == "onlymine-paper":
         return ProtectSettings.build(paper=True, model=SPEC, steps=steps)
     overrides: dict[str, Any] = {}
-    if "+" in method:
+    if "=" in method:
         for kv in method.split("+", 1)[1].split(","):
             key, _, val = kv.partition("=")
             overrides[key] = {"True": True, "False": False}.get(val, val)
-    return ProtectSettings.build(model=SPEC, steps=steps, **overrides)
+            for conv in (int, float):
+                try:
+                    overrides[key] = conv(val)
+                    break
+                except ValueError:
+                    pass
+    # onlymine's defaults use their own number of steps, scaled like the reference's N (same at N = 100)
+    s = ProtectSettings.build(model=SPEC, **overrides)
+    return ProtectSettings.build(model=SPEC, **{**overrides, "steps": max(1, round(s.steps * steps / 100))})
 
 
 def _warmup(clf: Any) -> None:
@@ -203,15 +211,16 @@ def worker(method: str, files: list[Path], out_dir: Path, a: argparse.Namespace)
 
 
 def step_compare(files: list[Path], a: argparse.Namespace, reps: int = 3) -> dict[str, Any]:
-    """ms per image per step at batch ``a.batch_size`` (512x512 photos): torchattacks.PGD vs onlymine FMD."""
+    """ms per image per step at batch ``a.batch_size`` (512x512 photos): torchattacks.PGD vs onlymine FMD and
+    FMD+ (four taps, input diversity, momentum)."""
     import torch
     import torchattacks
 
     from onlymine import io
-    from onlymine.attacks import FMD
+    from onlymine.attacks import FMD, FMDPlus
     from onlymine.models import load_model
     from onlymine.models.fast import fast_classifier
-    from onlymine.settings import MODEL_DEFAULTS, PRESETS
+    from onlymine.settings import MODEL_DEFAULTS, PLUS_DEFAULTS, PRESETS
 
     eps, alpha = PRESETS["high"]["eps"], PRESETS["high"]["alpha"]
     d = MODEL_DEFAULTS[SPEC]
@@ -220,13 +229,15 @@ def step_compare(files: list[Path], a: argparse.Namespace, reps: int = 3) -> dic
         return {"step_note": "no 512x512 photo among the files"}
     batch = torch.stack([ims[i % len(ims)] for i in range(a.batch_size)])
     clf = load_model(SPEC)
-    fast = fast_classifier(clf, keep=[d["layer"]])
+    plus_layers = PLUS_DEFAULTS[SPEC]["layer"]
+    fast = fast_classifier(clf, keep=[d["layer"], *plus_layers])
     k = a.step_steps
     runs = {  # (short, long) runs; the difference over k steps is the marginal cost of a step
         "torchattacks_pgd": [torchattacks.PGD(clf, eps=eps, alpha=alpha, steps=n, random_start=True)
                              for n in (1, 1 + k)],
         "onlymine_fmd": [FMD(fast, d["layer"], eps=eps, alpha=alpha, steps=n, lam=d["lam"], keep_best=True)
                          for n in (1, 1 + k)],
+        "onlymine_fmd_plus": [FMDPlus(fast, plus_layers, eps=eps, alpha=alpha / 2, steps=n) for n in (1, 1 + k)],
     }
     y = clf.predict(batch)[0]
     _warmup(clf)
@@ -244,6 +255,8 @@ def step_compare(files: list[Path], a: argparse.Namespace, reps: int = 3) -> dic
     out["step_batch"] = a.batch_size
     out["step_steps"] = k
     out["step_speedup_vs_torchattacks"] = round(min(times["torchattacks_pgd"]) / min(times["onlymine_fmd"]), 3)
+    out["step_speedup_plus_vs_torchattacks"] = round(
+        min(times["torchattacks_pgd"]) / min(times["onlymine_fmd_plus"]), 3)
     return out
 
 
@@ -324,7 +337,10 @@ def markdown(res: dict[str, Any]) -> str:
     if s and "onlymine_fmd_ms_per_img_step" in s:
         lines += ["", f"Per step at batch {s['step_batch']} (512x512 photos, marginal cost of {s['step_steps']} steps, best of 3): "
                   f"torchattacks PGD {s['torchattacks_pgd_ms_per_img_step']} ms/image/step, onlymine FMD "
-                  f"{s['onlymine_fmd_ms_per_img_step']} ms/image/step ({s['step_speedup_vs_torchattacks']}x)."]
+                  f"{s['onlymine_fmd_ms_per_img_step']} ms/image/step ({s['step_speedup_vs_torchattacks']}x)"
+                  + (f", onlymine FMD+ {s['onlymine_fmd_plus_ms_per_img_step']} ms/image/step "
+                     f"({s['step_speedup_plus_vs_torchattacks']}x)" if "onlymine_fmd_plus_ms_per_img_step" in s else "")
+                  + "."]
     loads = {k: v["loadavg"] for k, v in m.items()}
     lines += ["", f"1-minute load average at the start/end of each worker: {json.dumps(loads)}"]
     return "\n".join(lines) + "\n"

@@ -42,6 +42,24 @@ def test_grid_is_the_full_product_and_stages_expand():
         ["features.0", "features.6", "features.12", "features.18"])
 
 
+def test_variants_design_changes_the_base_per_variant_and_repeats_seeds():
+    cfg = _cfg(design="variants", seeds=[0, 1], split="tune", transforms=["jpeg75"],
+               variants={"paper": {"attack": "fmd", "keep_best": False},
+                         "plus": {"attack": "fmd+", "layer": ["features.4", "features.11"], "eps": 8,
+                                  "momentum": 0}})
+    pts = cfg.points(lambda: STAGES)
+    assert [p.id for p in pts] == ["paper_s0", "paper_s1", "plus_s0", "plus_s1"]
+    plus = pts[2].params()
+    assert plus["layer"] == ["features.4", "features.11"] and plus["eps"] == pytest.approx(8 / 255)
+    assert plus["attack"] == "fmd+" and plus["momentum"] == 0 and plus["seed"] == 0
+    assert pts[0].params()["layer"] == ["features.7"] and pts[1].params()["seed"] == 1
+    assert cfg.split == "tune" and cfg.transforms == ["jpeg75"]
+    with pytest.raises(ConfigError, match="variants"):
+        _cfg(design="variants")
+    with pytest.raises(ConfigError, match="split"):
+        _cfg(split="holdout")
+
+
 def test_the_shipped_configs_cover_what_the_issue_asks():
     cfg = load_config(REPO / "configs" / "ablation-mobilenet_v2.yaml")
     pts = cfg.points(lambda: STAGES)

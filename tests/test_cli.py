@@ -10,7 +10,7 @@ import pytest
 
 from onlymine import cli, io
 from onlymine.commands.protect import settings_from_args
-from onlymine.settings import PRESETS
+from onlymine.settings import PLUS_PRESETS, PRESETS
 from test_protect import sha, tree_hashes, write_photo
 from tiny import TINY_LAYER, tiny_classifier
 
@@ -117,14 +117,19 @@ def test_eps_16_and_16_over_255_give_identical_outputs(tmp_path, capsys):
 
 def test_preset_then_explicit_flags_override():
     low = parse("--preset", "low")
-    assert (low.eps, low.alpha, low.steps) == (PRESETS["low"]["eps"], PRESETS["low"]["alpha"], PRESETS["low"]["steps"])
+    table = PLUS_PRESETS  # the default attack is FMD+
+    assert low.attack == "fmd+"
+    assert (low.eps, low.alpha, low.steps) == (table["low"]["eps"], table["low"]["alpha"], table["low"]["steps"])
     mixed = parse("--preset", "low", "--steps", "7", "--eps", "6")
-    assert mixed.steps == 7 and mixed.eps == pytest.approx(6 / 255) and mixed.alpha == PRESETS["low"]["alpha"]
+    assert mixed.steps == 7 and mixed.eps == pytest.approx(6 / 255) and mixed.alpha == table["low"]["alpha"]
+    fmd = parse("--preset", "low", "--attack", "fmd")
+    assert (fmd.eps, fmd.alpha, fmd.steps) == (PRESETS["low"]["eps"], PRESETS["low"]["alpha"], PRESETS["low"]["steps"])
     assert mixed.preset == "low"
     paper = parse("--paper", "--steps", "5")
     assert paper.steps == 5 and paper.keep_best is False and paper.eps == pytest.approx(16 / 255)
+    assert paper.attack == "fmd" and paper.alpha == pytest.approx(4 / 255)  # --paper is one flag away
     default = parse()
-    assert default.preset == "high" and default.eps == PRESETS["high"]["eps"]
+    assert default.preset == "high" and default.eps == table["high"]["eps"] and default.texture is True
 
 
 def test_jpeg_format_warns(tmp_path, capsys):

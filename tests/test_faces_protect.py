@@ -95,13 +95,14 @@ def test_feather_mask_is_one_inside_zero_at_the_region_border() -> None:
     assert all(float(a) <= float(b) for a, b in zip(row[:-1], row[1:], strict=True))  # monotone ramp
 
 
-def test_face_protection_of_a_group_photo_pastes_back_every_face(friends, tmp_path: Path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("attack", ["fmd", "fmd+"])
+def test_face_protection_of_a_group_photo_pastes_back_every_face(friends, tmp_path: Path, attack: str) -> None:  # noqa: ANN001
     from onlymine.faces.protect import FaceProtector, make_item
     from onlymine.protect import protect_paths
     from onlymine.settings import ProtectSettings
 
     path, im, faces = friends
-    s = ProtectSettings.build(model="kit:faceapi_expression", steps=3, retries=1)
+    s = ProtectSettings.build(model="kit:faceapi_expression", attack=attack, steps=3, retries=1)
     prot = FaceProtector(s, device="cpu")
     prot.faces_of = {str(path): faces}
     summary = protect_paths([path], tmp_path / "out", s, protector=prot, progress=False)

@@ -58,3 +58,32 @@ def test_texture_mode_respects_the_per_pixel_budget() -> None:
     adv = FMDPlus(clf, TINY_LAYER, eps=8 / 255, steps=4, texture=True, texture_floor=0.25)(xs)
     for a, x in zip(adv, xs, strict=True):
         assert bool(((a - x).abs() <= texture_budget(x, 8 / 255, 0.25) + 1e-6).all())
+
+
+def test_settings_and_build_attack_wire_fmd_plus() -> None:
+    from onlymine.attacks import FMDPlus as Exported
+    from onlymine.protect import build_attack, retry_changes
+    from onlymine.settings import PLUS_PRESETS, ProtectSettings
+
+    s = ProtectSettings.build(preset="mid", model="torchvision:mobilenet_v2", attack="fmd+", momentum=0.5).resolved()
+    assert s.eps == PLUS_PRESETS["mid"]["eps"] and s.alpha == PLUS_PRESETS["mid"]["alpha"]
+    assert s.layer == ["features.4", "features.7", "features.11", "features.14"] and s.lam == 10.0
+    tiny = ProtectSettings.build(model="tiny", attack="fmd+", steps=2, diversity=0.0).resolved()
+    atk = build_attack(tiny_classifier(), tiny)
+    assert isinstance(atk, Exported) and atk.layers and atk.momentum == 1.0 and atk.diversity == 0.0
+    adv = atk(_images(2))
+    assert all(float((a - x).abs().max()) <= tiny.eps + 1e-6 for a, x in zip(adv, _images(2), strict=True))
+    assert retry_changes(tiny, 0) == {"lam": 100.0, "keep_best": True, "seed": 1}
+    assert retry_changes(ProtectSettings.build(attack="pgd"), 0) is None
+    # FMD+ options change the resume key only for FMD+
+    fmd = ProtectSettings.build(attack="fmd")
+    assert fmd.key() == ProtectSettings.build(attack="fmd", momentum=0.0).key()
+    assert tiny.key() != ProtectSettings.build(model="tiny", attack="fmd+", steps=2).resolved().key()
+    # the paper flag is FMD whatever the default attack
+    assert ProtectSettings.build(paper=True, attack=None).attack == "fmd"
+
+
+def test_spread_layers_picks_distinct_stages_by_depth() -> None:
+    clf = tiny_classifier()
+    layers = clf.spread_layers()
+    assert layers and len(layers) == len(set(layers)) and set(layers) <= set(clf.stages())

@@ -187,6 +187,9 @@ def test_resume_after_interrupted_run(tmp_path):
     changed = protect_paths([src], out, fast_settings(seed=9), resume=True, progress=False,
                             protector=protector(seed=9))
     assert changed.count("ok") == 4
+    # back to the first settings: the files now hold the seed-9 outputs, so they are redone, not skipped
+    back = protect_paths([src], out, s, resume=True, progress=False, protector=protector())
+    assert back.count("ok") == 4 and back.count("skipped") == 0
 
 
 def test_resume_redoes_an_image_whose_output_was_deleted(photos, tmp_path):

@@ -24,7 +24,7 @@ from onlymine import io
 from onlymine.attacks import ATTACKS, FMD, Attack
 from onlymine.models import Classifier, load_model
 from onlymine.models.fast import fast_classifier
-from onlymine.settings import ProtectSettings
+from onlymine.settings import PLUS_LAM, ProtectSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,11 @@ def pick_device(device: str = "auto") -> torch.device:
 def build_attack(model: Classifier, s: ProtectSettings, **changes: Any) -> Attack:
     """The attack that ``settings`` describe (``changes`` override single values, e.g. for a retry)."""
     s = replace(s, **changes) if changes else s
+    if s.attack == "fmd+":
+        return ATTACKS[s.attack](model, s.layer or model.spread_layers(), eps=s.eps, alpha=s.alpha, steps=s.steps,
+                                 lam=PLUS_LAM if s.lam is None else float(s.lam), kappa=s.kappa,
+                                 momentum=s.momentum, diversity=s.diversity, ti_kernel=s.ti_kernel,
+                                 jpeg_prob=s.jpeg_prob, texture=s.texture, random_start=s.random_start, seed=s.seed)
     layers = s.layer or [model.default_layer()]
     if s.attack == "fmd":
         return FMD(model, layers, eps=s.eps, alpha=s.alpha, steps=s.steps, lam=float(s.lam or 0.0),
@@ -54,6 +59,15 @@ def build_attack(model: Classifier, s: ProtectSettings, **changes: Any) -> Attac
     if s.attack == "uniform-noise":
         return ATTACKS[s.attack](model, eps=s.eps, seed=s.seed, record_layers=layers)
     raise ValueError(f"unknown attack {s.attack!r}; known: {sorted(ATTACKS)}")
+
+
+def retry_changes(s: ProtectSettings, attempt: int) -> dict[str, Any] | None:
+    """Settings for re-optimising images whose saved file flipped the authorized prediction: a 10x stronger
+    keep term per attempt and a new random start (FMD and FMD+; ``None`` for attacks without a keep term)."""
+    if s.attack not in ("fmd", "fmd+"):
+        return None
+    lam = float(s.lam if s.lam is not None else (PLUS_LAM if s.attack == "fmd+" else 0.0))
+    return {"lam": lam * 10 ** (attempt + 1) or 1.0, "keep_best": True, "seed": s.seed + attempt + 1}
 
 
 @dataclass
@@ -131,10 +145,10 @@ class Protector:
                 break
             # Re-optimise the flipped images with a 10x stronger keep term and a new random start.
             log.info("re-optimising %d image(s) whose saved file flipped the authorized prediction", len(pending))
-            retry = build_attack(self.fast_model, s, lam=float(s.lam or 0.0) * 10 ** (attempt + 1) or 1.0,
-                                 keep_best=True, seed=s.seed + attempt + 1) if s.attack in ("fmd",) else None
-            if retry is None:
+            changes = retry_changes(s, attempt)
+            if changes is None:
                 break
+            retry = build_attack(self.fast_model, s, **changes)
             res = retry.run([x0[i] for i in pending], labels=clean[pending])
             for k, i in enumerate(pending):
                 adv[i], records[i] = res.images[k], res.records[k]
@@ -169,11 +183,12 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _done(manifest: Path, key: str) -> dict[str, dict[str, Any]]:
-    """Rows of earlier runs with the same settings that need no redo, by input sha256 + path."""
+    """Rows of earlier runs with the same settings that need no redo, by input sha256 + path. Only the latest
+    row of each input counts: a later run with other settings has rewritten its output file."""
     if not manifest.exists():
         return {}
-    return {f"{r['sha256']}:{r['input']}": r for r in io.read_jsonl(manifest)
-            if r.get("settings_key") == key and r.get("status") in ("ok", "failed")}
+    latest = {f"{r['sha256']}:{r['input']}": r for r in io.read_jsonl(manifest) if "sha256" in r}
+    return {k: r for k, r in latest.items() if r.get("settings_key") == key and r.get("status") in ("ok", "failed")}
 
 
 def protect_paths(inputs: Sequence[str | Path], out_dir: str | Path, settings: ProtectSettings,

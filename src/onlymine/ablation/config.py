@@ -26,7 +26,13 @@ Example (``configs/ablation-mobilenet_v2.yaml``)::
     recommend: {min_authorized: 1.0, eps: base}
     explain: {images: 4}  # Grad-CAM grid and confidence figure for the base setting (0: off)
 
-Budgets (``eps``, ``alpha``) accept ``16``, ``16/255`` or ``0.0627`` like the CLI.
+* ``design: variants`` runs ``base`` changed by each entry of ``variants`` (name -> any ProtectSettings
+  fields, e.g. ``{attack: fmd+, momentum: 0}``): an ablation of techniques rather than of one parameter.
+
+Budgets (``eps``, ``alpha``) accept ``16``, ``16/255`` or ``0.0627`` like the CLI. ``layer`` may be a list
+(FMD+ distorts several) or ``default`` (the attack's per-model default). Optional keys: ``split`` (``tune`` or
+``test`` part of the kit photos, see ``onlymine.experiments.imagenet.split_of``), ``seeds`` (every setting is
+run once per seed), ``transforms`` (robustness transforms scored besides the saved files, e.g. ``[jpeg75]``).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +49,9 @@ from onlymine.settings import parse_budget
 AXES = ("layer", "eps", "alpha", "steps", "lam")
 KIT_IMAGENET = Path(__file__).resolve().parents[3] / ".." / "shared" / "kit" / "photos" / "imagenet"
 KNOWN_KEYS = {"name", "authorized", "unauthorized", "data", "labels", "limit", "subset", "design", "base", "axes",
-              "alpha_follows_eps", "settings", "recommend", "explain", "batch_size"}
+              "alpha_follows_eps", "settings", "recommend", "explain", "batch_size", "variants", "split", "seeds",
+              "transforms"}
+DESIGNS = ("ofat", "grid", "variants")
 
 
 class ConfigError(ValueError):
@@ -60,15 +68,25 @@ class Point:
     steps: int
     lam: float
     axis: str = "base"  # which axis this point varies (ofat), "grid" for a full grid, "base" for the base
+    variant: str = ""  # design "variants": the variant's name
+    extra: tuple[tuple[str, Any], ...] = ()  # further ProtectSettings fields (variants, seeds)
 
     @property
     def id(self) -> str:
-        """Folder-safe, human-readable id (``features.7_eps16_a4_n100_lam0.01``); budgets in /255 units."""
+        """Folder-safe, human-readable id (``features.7_eps16_a4_n100_lam0.01``, or the variant's name);
+        budgets in /255 units; ``_s<seed>`` when the config lists seeds."""
+        extra = dict(self.extra)
+        seed = f"_s{extra['seed']}" if "seed" in extra else ""
+        if self.variant:
+            return re.sub(r"[^A-Za-z0-9.]+", "-", self.variant.replace("+", " plus ")).strip("-") + seed
         lay = re.sub(r"[^A-Za-z0-9._-]+", "_", self.layer)
-        return f"{lay}_eps{_u(self.eps)}_a{_u(self.alpha)}_n{self.steps}_lam{self.lam:g}"
+        return f"{lay}_eps{_u(self.eps)}_a{_u(self.alpha)}_n{self.steps}_lam{self.lam:g}{seed}"
 
     def params(self) -> dict[str, Any]:
-        return {"layer": [self.layer], "eps": self.eps, "alpha": self.alpha, "steps": self.steps, "lam": self.lam}
+        layer = [] if self.layer == "default" else self.layer.split("+")
+        d = {"layer": layer, "eps": self.eps, "alpha": self.alpha, "steps": self.steps, "lam": self.lam}
+        d.update((k, list(v) if isinstance(v, tuple) else v) for k, v in self.extra)
+        return d
 
 
 def _u(v: float) -> str:
@@ -94,6 +112,10 @@ class AblationConfig:
     recommend: dict[str, Any] = field(default_factory=dict)
     explain: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 8
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    split: str = "all"
+    seeds: list[int] = field(default_factory=list)
+    transforms: list[str] = field(default_factory=list)
     source: Path | None = None
 
     def data_dir(self) -> Path:
@@ -113,7 +135,9 @@ class AblationConfig:
         values = {a: self._values(a, stages) for a in AXES}
         base = self._base(stages)
         pts: list[Point] = [base]
-        if self.design == "grid":
+        if self.design == "variants":
+            pts = [self._variant(base, name, ov) for name, ov in self.variants.items()]
+        elif self.design == "grid":
             for combo in itertools.product(*(values[a] or [getattr(base, a)] for a in AXES)):
                 kw = dict(zip(AXES, combo, strict=True))
                 if "alpha" not in self.axes:
@@ -127,10 +151,27 @@ class AblationConfig:
                     if a == "eps":
                         kw["alpha"] = self._alpha(base, v)
                     pts.append(Point(**kw, axis=a))
+        if self.seeds:
+            pts = [replace(p, extra=(*p.extra, ("seed", int(s)))) for p in pts for s in self.seeds]
+        if self.design == "variants" and len({p.id for p in pts}) < len(pts):
+            raise ConfigError(f"{self.source or 'config'}: two variant names give the same folder name")
         seen: dict[str, Point] = {}
         for p in pts:
             seen.setdefault(p.id, p)
         return list(seen.values())
+
+    def _variant(self, base: Point, name: str, ov: dict[str, Any]) -> Point:
+        """The base point changed by one variant's settings (axes become the point's fields)."""
+        kw: dict[str, Any] = {k: getattr(base, k) for k in AXES}
+        extra = dict(ov)
+        if "layer" in extra:
+            lay = extra.pop("layer")
+            kw["layer"] = "+".join(lay) if isinstance(lay, list) else str(lay)
+        for k, conv in (("eps", budget), ("alpha", budget), ("steps", int), ("lam", float)):
+            if k in extra:
+                kw[k] = conv(extra.pop(k))
+        return Point(**kw, axis="variant", variant=str(name),
+                     extra=tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(extra.items())))
 
     def _alpha(self, base: Point, eps: float) -> float:
         return base.alpha * eps / base.eps if self.alpha_follows_eps and base.eps > 0 else base.alpha
@@ -138,6 +179,8 @@ class AblationConfig:
     def _base(self, stages: Callable[[], Sequence[str]]) -> Point:
         b = self.base
         layer = b.get("layer")
+        if isinstance(layer, list):
+            layer = "+".join(str(x) for x in layer)
         if not layer:
             from onlymine.settings import MODEL_DEFAULTS
 
@@ -194,8 +237,14 @@ def parse_config(d: dict[str, Any], source: Path | None = None) -> AblationConfi
     if bad:
         raise ConfigError(f"{where}: unknown axis {sorted(bad)}; axes are {list(AXES)}")
     design = d.get("design", "ofat")
-    if design not in ("ofat", "grid"):
-        raise ConfigError(f"{where}: design must be 'ofat' or 'grid', got {design!r}")
+    if design not in DESIGNS:
+        raise ConfigError(f"{where}: design must be one of {list(DESIGNS)}, got {design!r}")
+    variants = d.get("variants") or {}
+    if design == "variants" and (not isinstance(variants, dict) or not variants
+                                 or not all(isinstance(v, dict) for v in variants.values())):
+        raise ConfigError(f"{where}: design 'variants' needs 'variants:' mapping names to settings")
+    if d.get("split", "all") not in ("all", "tune", "test"):
+        raise ConfigError(f"{where}: split must be all, tune or test, got {d.get('split')!r}")
     base_dir = source.parent if source else Path.cwd()
 
     def path(key: str) -> Path | None:
@@ -212,7 +261,9 @@ def parse_config(d: dict[str, Any], source: Path | None = None) -> AblationConfi
         limit=None if d.get("limit") is None else int(d["limit"]), subset=str(d.get("subset", "all")),
         alpha_follows_eps=bool(d.get("alpha_follows_eps", True)), settings=dict(d.get("settings") or {}),
         recommend=dict(d.get("recommend") or {}), explain=dict(d.get("explain") or {}),
-        batch_size=int(d.get("batch_size", 8)), source=source)
+        batch_size=int(d.get("batch_size", 8)), variants={str(k): dict(v) for k, v in variants.items()},
+        split=str(d.get("split", "all")), seeds=[int(x) for x in d.get("seeds") or []],
+        transforms=[str(t) for t in d.get("transforms") or []], source=source)
 
 
 def load_config(path: str | Path) -> AblationConfig:

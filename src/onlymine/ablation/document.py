@@ -140,12 +140,13 @@ def markdown(runs: Sequence[AblationRun], outputs: Sequence[dict[str, Any]], md_
         a = o["analysis"]
         c, cur = a["chosen"], a["current"]
         cd = a["current_defaults"]
+        variants = run.config.design == "variants"
         body.append([run.config.name, report.short_name(run.config.authorized),
-                     f"`{c['layer']}`" if c else "none feasible", f"{c['lam']:g}" if c else "",
+                     (f"variant **{c['variant']}**" if variants else f"`{c['layer']}`") if c else "none feasible", f"{c['lam']:g}" if c else "",
                      f"{c['eps_255']:g}/{c['alpha_255']:g}/{c['steps']}" if c else "",
                      report.percent(authorized_kept(c), 1) if c else "", report.percent(protection(c), 1) if c else "",
                      report.number(c["psnr"]) if c else "", report.percent(a["chosen_gap"], 1),
-                     f"`{cd.get('layer')}`, {cd.get('lam')}" if cd else "none",
+                     "n/a (design: variants)" if variants else f"`{cd.get('layer')}`, {cd.get('lam')}" if cd else "none",
                      (f"{report.percent(protection(cur), 1)} / {report.percent(a['current_gap'], 1)}"
                       + ("" if authorized_kept(cur) is None or authorized_kept(cur) >= a["min_authorized"]
                          else " (authorized flipped)")) if cur else "not measured"])
@@ -158,8 +159,10 @@ def markdown(runs: Sequence[AblationRun], outputs: Sequence[dict[str, Any]], md_
     for run, o in zip(runs, outputs, strict=True):
         cfg, a = run.config, o["analysis"]
         lines += [f"## {cfg.name}: authorized `{cfg.authorized}`", "",
-                  f"Unauthorized: {', '.join(f'`{u}`' for u in cfg.unauthorized) or 'none'}. Base point: "
-                  f"`{run.points[0].id}`. Extra settings: {cfg.settings or 'none'}. Results: "
+                  f"Unauthorized: {', '.join(f'`{u}`' for u in cfg.unauthorized) or 'none'}. "
+                  + (f"Base settings, changed by each variant: {cfg.base}. " if cfg.design == "variants"
+                     else f"Base point: `{run.points[0].id}`. ")
+                  + f"Extra settings: {cfg.settings or 'none'}. Results: "
                   f"`{run.out / 'results.csv'}`.", ""]
         for key, cap in (("pareto", "Protection against PSNR; dashed: Pareto front of the feasible settings; "
                                     "star: recommended"), ("layer", "Per layer (base eps/alpha/N/lam)"),
@@ -176,6 +179,8 @@ def markdown(runs: Sequence[AblationRun], outputs: Sequence[dict[str, Any]], md_
                 except ValueError:
                     link = p
                 lines += [f"**{cap}**", "", f"![{cfg.name} {key}]({link})", ""]
+        if cfg.design == "variants":
+            lines += [variant_table(run), ""]
         hdr = ["Varies", "Layer", "eps", "alpha", "N", "lam", "Auth. kept (%)", "Auth. acc (%)"]
         hdr += [f"{report.short_name(u)} (%)" for u in cfg.unauthorized]
         hdr += ["Unauth avg (%)", "PSNR", "SSIM", "s/img", "Front"]
@@ -184,16 +189,54 @@ def markdown(runs: Sequence[AblationRun], outputs: Sequence[dict[str, Any]], md_
     return "\n".join(lines)
 
 
+def variant_table(run: AblationRun) -> str:
+    """Design ``variants``: one row per variant, each figure the mean over its seeds (min-max in brackets)."""
+    cfg = run.config
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in run.rows:
+        by.setdefault(r["variant"] or r["id"], []).append(r)
+    extra = list(cfg.transforms)
+
+    def cell(rows: list[dict[str, Any]], key: str, digits: int = 1, pct: bool = True) -> str:
+        vals = [r.get(key) for r in rows if r.get(key) is not None]
+        if not vals:
+            return ""
+        f = (lambda v: report.percent(v, digits)) if pct else (lambda v: report.number(v, digits))
+        m = sum(vals) / len(vals)
+        return f(m) + (f" ({f(min(vals))}-{f(max(vals))})" if len(vals) > 1 and max(vals) > min(vals) else "")
+
+    def prot(rows: list[dict[str, Any]], t: str = "") -> str:
+        sfx = f"_{t}" if t else ""
+        key = f"unauthorized_accuracy{sfx}" if rows[0].get(f"unauthorized_accuracy{sfx}") is not None \
+            else f"unauthorized_agreement{sfx}"
+        return cell(rows, key)
+
+    hdr = ["Variant", "Settings", "Seeds", "Auth. kept (%)", "Unauth avg (%)"] + \
+        [f"Unauth avg {t} (%)" for t in extra] + ["PSNR (dB)", "SSIM", "s/img"]
+    body = []
+    for name, rows in by.items():
+        v = cfg.variants.get(name, {})
+        body.append([f"**{name}**", ", ".join(f"{k}={v[k]}" for k in v) or "base",
+                     str(len(rows)), cell(rows, "authorized_agreement"), prot(rows)]
+                    + [prot(rows, t) for t in extra]
+                    + [cell(rows, "psnr", 2, False), cell(rows, "ssim", 3, False),
+                       cell(rows, "seconds_per_image", 1, False)])
+    return report.Table(hdr, body).markdown()
+
+
 def checks(run: AblationRun, a: dict[str, Any]) -> list[tuple[str, bool, str]]:
-    """Coverage of the design (>= 5 layers, 4 eps, 4 lam) and whether the recommendation and the code's
-    current default sit on or near the Pareto front."""
+    """Coverage of the design (>= 5 layers, 4 eps, 4 lam; not for ``variants``) and whether the
+    recommendation and the code's current default sit on or near the Pareto front."""
     name = run.config.name
     n = {k: len({r[k] for r in run.rows}) for k in ("layer", "eps_255", "lam")}
-    out = [(f"{name}: at least 5 layers, 4 eps and 4 lam values measured",
-            n["layer"] >= 5 and n["eps_255"] >= 4 and n["lam"] >= 4,
-            f"{n['layer']} layers, {n['eps_255']} eps, {n['lam']} lam")]
+    out = [] if run.config.design == "variants" else [
+        (f"{name}: at least 5 layers, 4 eps and 4 lam values measured",
+         n["layer"] >= 5 and n["eps_255"] >= 4 and n["lam"] >= 4,
+         f"{n['layer']} layers, {n['eps_255']} eps, {n['lam']} lam")]
     near = a["near"]
     for key, label in (("chosen", "recommended setting"), ("current", "code's current default")):
+        if key == "current" and run.config.design == "variants":
+            continue
         g = a[f"{key}_gap"]
         out.append((f"{name}: the {label} is on or near (<= {100 * near:.1f} pp) the Pareto front",
                     g is not None and g <= near + 1e-9,

@@ -49,7 +49,7 @@ def select_photos(cfg: AblationConfig) -> tuple[Path, list[Path], dict[str, Any]
     from onlymine.experiments.imagenet import select_files
 
     data = cfg.data_dir()
-    files = select_files(data, cfg.subset, cfg.limit)
+    files = select_files(data, cfg.subset, cfg.limit, cfg.split)
     if not files:
         raise ValueError(f"{data}: no images (subset {cfg.subset!r})")
     lab = cfg.labels_file()
@@ -93,7 +93,7 @@ def run_ablation(cfg: AblationConfig, out: str | Path, device: str = "cpu", prog
         if not pairs:
             log.warning("%s: no protected file to evaluate", pt.id)
             continue
-        ev = evaluate_pairs(pairs, judges, authorized=auth.name, labels=labels, transforms=("none",),
+        ev = evaluate_pairs(pairs, judges, authorized=auth.name, labels=labels, transforms=("none", *cfg.transforms),
                             cache_dir=folder, clean_cache=clean_cache, batch_size=cfg.batch_size,
                             progress=progress, desc=f"evaluate {pt.id}")
         run.evaluations[pt.id] = ev
@@ -108,9 +108,11 @@ def run_ablation(cfg: AblationConfig, out: str | Path, device: str = "cpu", prog
 def result_row(pt: Point, ev: Evaluation, protect_rows: list[dict[str, Any]], authorized: str,
                unauthorized: list[str]) -> dict[str, Any]:
     """One tidy row: the point's parameters, accuracies/agreements (fractions), quality and speed."""
-    by_judge = {r["judge"]: r for r in summarize(ev) if r["transform"] == "none"}
+    summary = summarize(ev)
+    by_judge = {r["judge"]: r for r in summary if r["transform"] == "none"}
     q = quality_summary(ev)
-    row: dict[str, Any] = {"id": pt.id, "axis": pt.axis, "layer": pt.layer, "eps_255": round(pt.eps * 255, 4),
+    row: dict[str, Any] = {"id": pt.id, "axis": pt.axis, "variant": pt.variant, "seed": dict(pt.extra).get("seed"),
+                           "layer": pt.layer, "eps_255": round(pt.eps * 255, 4),
                            "alpha_255": round(pt.alpha * 255, 4), "steps": pt.steps, "lam": pt.lam,
                            "n": q["n"]}
     a = by_judge.get(authorized, {})
@@ -122,6 +124,11 @@ def result_row(pt: Point, ev: Evaluation, protect_rows: list[dict[str, Any]], au
         row[f"{report.short_name(u)}_agreement"] = by_judge.get(u, {}).get("agreement")
     row["unauthorized_accuracy"] = report.mean(by_judge.get(u, {}).get("accuracy") for u in unauthorized)
     row["unauthorized_agreement"] = report.mean(by_judge.get(u, {}).get("agreement") for u in unauthorized)
+    for t in sorted({r["transform"] for r in summary} - {"none"}):
+        tj = {r["judge"]: r for r in summary if r["transform"] == t}
+        row[f"authorized_agreement_{t}"] = tj.get(authorized, {}).get("agreement")
+        row[f"unauthorized_accuracy_{t}"] = report.mean(tj.get(u, {}).get("accuracy") for u in unauthorized)
+        row[f"unauthorized_agreement_{t}"] = report.mean(tj.get(u, {}).get("agreement") for u in unauthorized)
     row["psnr"] = q.get("psnr")
     row["ssim"] = q.get("ssim")
     row["linf_max_255"] = None if q.get("linf_max") is None else round(q["linf_max"] * 255, 3)

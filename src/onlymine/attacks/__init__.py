@@ -8,9 +8,10 @@ one dict per image (see :func:`onlymine.attacks.base.image_records`).
 from onlymine.attacks.base import Attack, AttackResult
 from onlymine.attacks.feature_only import FeatureOnly
 from onlymine.attacks.fmd import FMD
+from onlymine.attacks.fmd_plus import FMDPlus
 from onlymine.attacks.pgd import PGD
 from onlymine.attacks.uniform_noise import UniformNoise
 
-ATTACKS = {"fmd": FMD, "pgd": PGD, "feature-only": FeatureOnly, "uniform-noise": UniformNoise}
+ATTACKS = {"fmd": FMD, "fmd+": FMDPlus, "pgd": PGD, "feature-only": FeatureOnly, "uniform-noise": UniformNoise}
 
-__all__ = ["ATTACKS", "FMD", "PGD", "Attack", "AttackResult", "FeatureOnly", "UniformNoise"]
+__all__ = ["ATTACKS", "FMD", "PGD", "FMDPlus", "Attack", "AttackResult", "FeatureOnly", "UniformNoise"]

@@ -140,7 +140,7 @@ class FMDPlus(Attack):
 
     def _forward(self, x: list[torch.Tensor], t: tuple[int, int, int] | None) -> tuple[torch.Tensor, dict]:
         with self.model.taps.capture(self.layers) as feats:
-            logits = self.model.net(self._apply(self.model.preprocess(x), t))
+            logits = self.model.run_net(self._apply(self.model.preprocess(x), t))
         return logits, dict(feats)
 
     # -- the attack ---------------------------------------------------------------------------------

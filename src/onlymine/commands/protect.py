@@ -7,7 +7,7 @@ import json
 import sys
 
 from onlymine.protect import Outcome, protect_paths
-from onlymine.settings import DEFAULT_PRESET, PRESETS, ProtectSettings, parse_budget
+from onlymine.settings import DEFAULT_PRESET, PLUS_ONLY, PRESETS, ProtectSettings, parse_budget
 
 
 def add_attack_options(p: argparse.ArgumentParser) -> None:
@@ -21,10 +21,19 @@ def add_attack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
                    help=f"budget preset, overridden by explicit flags (default {DEFAULT_PRESET})")
     p.add_argument("--paper", action="store_true", help="the paper's exact procedure (eps 16, alpha 4, N 100, last iterate)")
-    p.add_argument("--attack", default="fmd", choices=["fmd", "feature-only", "pgd", "uniform-noise"])
+    p.add_argument("--attack", choices=["fmd", "fmd+", "feature-only", "pgd", "uniform-noise"],
+                   help=f"protection method (default {ProtectSettings.attack}; fmd+ is onlymine's, docs/beyond.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--batch-size", type=int, default=8)
+    plus = p.add_argument_group("FMD+ (--attack fmd+, docs/beyond.md)")
+    plus.add_argument("--kappa", type=float, help="authorized logit margin the hinge keep term defends (default 2)")
+    plus.add_argument("--momentum", type=float, help="MI-FGSM momentum decay, 0 disables (default 1)")
+    plus.add_argument("--diversity", type=float, help="input-diversity probability per step, 0 disables (default 0.7)")
+    plus.add_argument("--ti-kernel", type=int, help="translation-invariance Gaussian kernel size, 0 disables")
+    plus.add_argument("--jpeg-prob", type=float, help="probability per step of a straight-through JPEG round trip")
+    plus.add_argument("--texture", action=argparse.BooleanOptionalAction, default=None,
+                      help="texture-masked budget: less perturbation on flat regions (higher PSNR)")
     speed = p.add_argument_group("speed (docs/performance.md)")
     speed.add_argument("--early-stop", action=argparse.BooleanOptionalAction, default=None,
                        help="stop an image once the authorized prediction is margin-safe and the distortion "
@@ -45,7 +54,8 @@ def settings_from_args(a: argparse.Namespace) -> ProtectSettings:
         steps=a.steps, lam=a.lam, seed=a.seed, fmt=getattr(a, "format", None), quality=getattr(a, "quality", None),
         retries=getattr(a, "retries", None), early_stop=getattr(a, "early_stop", None),
         precision=getattr(a, "precision", None), channels_last=getattr(a, "channels_last", None),
-        fold_bn=getattr(a, "fold_bn", None), compile=getattr(a, "compile", None))
+        fold_bn=getattr(a, "fold_bn", None), compile=getattr(a, "compile", None),
+        **{k: getattr(a, k, None) for k in PLUS_ONLY})
 
 
 def register(sub: argparse._SubParsersAction) -> None:

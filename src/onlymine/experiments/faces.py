@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 RECOGNISERS = ("faceapi_recognition", "facenet_casia_inception_resnet_v1", "human_faceres")
 EMOTION_MODELS = ("kit:faceapi_expression", "kit:human_emotion", "pyemotion:emotion")
 CANONICAL = {"surprised": "surprise", "angry": "anger", "disgusted": "disgust", "fearful": "fear"}
-METHODS = {"fmd": "FMD (eps 16/255, alpha 4/255, N steps)", "uniform-noise": "UniformNoise (same eps)"}
+METHODS = {"fmd": "FMD (eps 16/255, alpha 4/255, N steps)", "fmd+": "FMD+ (onlymine's defaults, same eps)",
+           "uniform-noise": "UniformNoise (same eps)"}
 
 
 def canonical(label: Any) -> str:
@@ -164,9 +165,12 @@ def protect_run(photos: Sequence[FacePhoto], model_spec: str, method: str, out: 
     from onlymine.protect import protect_paths
     from onlymine.settings import ProtectSettings
 
-    s = ProtectSettings.build(preset=None, paper=True, model=model_spec, attack=method, eps=a.eps, alpha=a.alpha,
-                              steps=a.steps, lam=a.lam, seed=0)
-    if a.layer_depth is not None:  # FMD layer at this relative depth of the authorized model's convolutions
+    if method == "fmd+":  # onlymine's own settings (alpha, steps, layers) at the experiment's budget
+        s = ProtectSettings.build(model=model_spec, attack=method, eps=a.eps, seed=0)
+    else:
+        s = ProtectSettings.build(preset=None, paper=True, model=model_spec, attack=method, eps=a.eps,
+                                  alpha=a.alpha, steps=a.steps, lam=a.lam, seed=0)
+    if a.layer_depth is not None and method == "fmd":  # FMD layer at this relative depth of the authorized model's convolutions
         from onlymine.faces.kit import pick_layer
         from onlymine.models.registry import load_model
 

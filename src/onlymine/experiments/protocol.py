@@ -30,7 +30,7 @@ from onlymine.evaluate import TRANSFORMS, Evaluation, Pair, evaluate_pairs, qual
 from onlymine.judges import Judge
 from onlymine.models import Classifier
 from onlymine.protect import Protector, protect_paths
-from onlymine.settings import ProtectSettings
+from onlymine.settings import DEFAULT_PRESET, ProtectSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,8 @@ CLEAN = "clean"
 class Method:
     """A protection method of the comparison. ``attack=None`` is the unprotected (clean) row.
 
-    ``paper`` starts from ProtectSettings' paper mode, else from onlymine's defaults (the high preset and
-    the per-model layer/lam); ``fixed`` are settings this method always uses.
+    ``paper`` starts from ProtectSettings' paper mode, else from onlymine's defaults (``preset`` and the
+    per-model layer/lam); ``fixed`` are settings this method always uses.
     """
 
     key: str
@@ -50,20 +50,24 @@ class Method:
     attack: str | None
     paper: bool = False
     fixed: tuple[tuple[str, Any], ...] = ()
+    preset: str = DEFAULT_PRESET
 
     def settings(self, spec: str, overrides: Mapping[str, Any] | None = None) -> ProtectSettings:
         if self.attack is None:
             raise ValueError(f"method {self.key} protects nothing")
         o = {k: v for k, v in (overrides or {}).items() if v is not None}
-        if self.attack not in ("fmd",):
+        if self.attack not in ("fmd", "fmd+"):
             o.pop("lam", None)
-        return ProtectSettings.build(paper=self.paper, model=spec, attack=self.attack, **dict(self.fixed), **o)
+        return ProtectSettings.build(preset=self.preset, paper=self.paper, model=spec, attack=self.attack,
+                                     **dict(self.fixed), **o)
 
 
 METHODS: dict[str, Method] = {m.key: m for m in (
     Method(CLEAN, "Clean", None),
     Method("fmd-paper", "FMD (paper setting)", "fmd", paper=True),
-    Method("fmd", "FMD (onlymine defaults)", "fmd"),
+    Method("fmd", "FMD (onlymine layer/lam)", "fmd"),
+    Method("fmd-plus", "FMD+ (onlymine, eps 16)", "fmd+"),
+    Method("fmd-plus-mid", "FMD+ mid preset (eps 8)", "fmd+", preset="mid"),
     Method("pgd", "PGD", "pgd", paper=True),
     Method("feature-only", "FeatureOnly", "feature-only", paper=True),
     Method("uniform-noise", "UniformNoise", "uniform-noise", paper=True),
@@ -271,7 +275,7 @@ def _fmean(v: list[float | None]) -> float | None:
     return sum(fin) / len(fin) if fin else (math.inf if vals else None)
 
 
-def checks(res: ProtocolResult, methods: Sequence[str] = ("fmd-paper", "fmd"), subset: str = "all",
+def checks(res: ProtocolResult, methods: Sequence[str] = ("fmd-paper", "fmd", "fmd-plus", "fmd-plus-mid"), subset: str = "all",
            threshold: float = 0.99) -> list[tuple[str, bool, str]]:
     """The issue's "what it must show", evaluated on this run: (claim, holds, evidence) per FMD method."""
     out = []
@@ -485,6 +489,9 @@ def markdown_report(res: ProtocolResult, results: dict[str, Any], title: str, in
             lines.append(f"- {j.method.label}: attack {s.get('attack')}, eps {s.get('eps', 0) * 255:.1f}/255, "
                          f"alpha {s.get('alpha', 0) * 255:.1f}/255, steps {s.get('steps')}, "
                          + (f"lam {s.get('lam')}, keep_best {s.get('keep_best')}, " if s.get("attack") == "fmd" else "")
+                         + (f"lam {s.get('lam')}, kappa {s.get('kappa')}, momentum {s.get('momentum')}, diversity "
+                            f"{s.get('diversity')}, ti_kernel {s.get('ti_kernel')}, jpeg_prob {s.get('jpeg_prob')}, "
+                            f"texture {s.get('texture')}, " if s.get("attack") == "fmd+" else "")
                          + f"layer {s.get('layer')}, preset {s.get('preset')}")
         lines.append("")
     lines += ["Files: `results.json`, `results.csv` (every subset, restricted or not, every transform), "

@@ -35,7 +35,7 @@ from onlymine.faces.classifier import FaceClassifier
 from onlymine.faces.detect import FaceDetector
 from onlymine.models.classifier import Classifier
 from onlymine.models.preprocess import to_model_input
-from onlymine.protect import Outcome, Protector, build_attack
+from onlymine.protect import Outcome, Protector, build_attack, retry_changes
 from onlymine.settings import ProtectSettings
 
 log = logging.getLogger(__name__)
@@ -186,14 +186,13 @@ class FaceProtector(Protector):
                 verified[i] = self._verify(images[i], x0[i], outputs[i], faces[i],
                                            [clean[k] for k, it in enumerate(items) if it.photo == i])
             pending = [i for i in pending if not verified[i]["kept"]]
-            if not pending or attempt == s.retries or s.attack != "fmd":
+            changes = retry_changes(s, attempt)
+            if not pending or attempt == s.retries or changes is None:
                 break
             log.info("re-optimising faces of %d photo(s) whose saved file flipped the authorized prediction",
                      len(pending))
             redo = [k for k, it in enumerate(items) if it.photo in pending]
-            retry = build_attack(RegionClassifier(model, [items[k] for k in redo]), s,
-                                 lam=float(s.lam or 0.0) * 10 ** (attempt + 1) or 1.0, keep_best=True,
-                                 seed=s.seed + attempt + 1)
+            retry = build_attack(RegionClassifier(model, [items[k] for k in redo]), s, **changes)
             res = retry.run([items[k].r0 for k in redo], labels=torch.tensor([clean[k] for k in redo]))
             for j, k in enumerate(redo):
                 deltas[k], records[k] = items[k].mask * (res.images[j] - items[k].r0), res.records[j]

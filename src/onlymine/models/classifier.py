@@ -115,6 +115,14 @@ class Classifier(nn.Module):
             raise ValueError(f"{self.name}: no feature-map layer found; pass a layer explicitly")
         return stages[int(0.4 * (len(stages) - 1))]
 
+    def spread_layers(self, fractions: Sequence[float] = (0.22, 0.39, 0.61, 0.78)) -> list[str]:
+        """Stages at the given fractions of depth (FMD+'s multi-layer fallback): ``features.4/7/11/14`` for
+        MobileNetV2, ``_blocks.3/6/9/12`` for EfficientNet-Lite."""
+        stages = self.stages()
+        if not stages:
+            raise ValueError(f"{self.name}: no feature-map layer found; pass a layer explicitly")
+        return list(dict.fromkeys(stages[round(f * (len(stages) - 1))] for f in fractions))
+
     @torch.no_grad()
     def layer_shapes(self, layers: Sequence[str] | None = None) -> dict[str, tuple[int, ...]]:
         """Output shape of each tappable layer for one input at the model's input size."""

@@ -142,3 +142,15 @@ def test_random_init_smoke_is_labelled_not_pretrained(three_photos: Path, tmp_pa
     assert meta["models"]["torchvision:vgg16:random"]["pretrained"] is False
     md = (out / "report.md").read_text()
     assert "NOT pretrained, random init" in md and "are NOT pretrained" in md
+
+
+def test_tuning_and_test_split_of_the_kit_photos_is_disjoint_and_fixed():
+    from onlymine.experiments.imagenet import TUNE_AIB, split_of
+
+    files = [Path(f"foolbox_{i:02d}_1.jpg") for i in range(3)] + [Path(f"aib_{i:03d}.jpg") for i in range(15)] \
+        + [Path("mine.jpg")]
+    part = split_of(files)
+    assert all(part[f] == "tune" for f in files if f.name.startswith("foolbox_"))
+    aib = sorted(f for f in files if f.name.startswith("aib_"))
+    assert [part[f] for f in aib] == ["tune"] * TUNE_AIB + ["test"] * (15 - TUNE_AIB)
+    assert part[Path("mine.jpg")] == "test"

@@ -120,7 +120,8 @@ def build_protocol(a: argparse.Namespace) -> Protocol:
     bad = [t for t in transforms if t not in TRANSFORMS]
     if bad:
         raise ValueError(f"unknown transform(s) {bad}; known: {list(TRANSFORMS)}")
-    subsets = {k: v for k, v in SUBSETS.items() if k == "all" or a.subset in ("all", k)}
+    subsets = {k: v for k, v in SUBSETS.items()  # only the subsets that have photos (none: --split test has no foolbox)
+               if k == "all" or (a.subset in ("all", k) and any(v(f.name) for f in files))}
     return Protocol(
         name="imagenet", files=files, root=data, authorized=specs,
         judges=[ClassifierJudge(models[s], batch_size=a.batch_size) for s in specs],

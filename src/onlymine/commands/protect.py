@@ -7,7 +7,7 @@ import json
 import sys
 
 from onlymine.protect import Outcome, protect_paths
-from onlymine.settings import DEFAULT_PRESET, PLUS_ONLY, PRESETS, ProtectSettings, parse_budget
+from onlymine.settings import DEFAULT_PRESET, PLUS_ONLY, PRESET_NAMES, ProtectSettings, parse_budget
 
 
 def add_attack_options(p: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def add_attack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=parse_budget, help="step size, same units as --eps")
     p.add_argument("--steps", type=int, help="number of ascent steps")
     p.add_argument("--lam", type=float, help="weight of the keep term (default: measured per model)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
+    p.add_argument("--preset", choices=list(PRESET_NAMES), default=DEFAULT_PRESET,
                    help=f"budget preset, overridden by explicit flags (default {DEFAULT_PRESET})")
     p.add_argument("--paper", action="store_true", help="the paper's exact procedure (eps 16, alpha 4, N 100, last iterate)")
     p.add_argument("--attack", choices=["fmd", "fmd+", "feature-only", "pgd", "uniform-noise"],
@@ -34,6 +34,8 @@ def add_attack_options(p: argparse.ArgumentParser) -> None:
     plus.add_argument("--jpeg-prob", type=float, help="probability per step of a straight-through JPEG round trip")
     plus.add_argument("--texture", action=argparse.BooleanOptionalAction, default=None,
                       help="texture-masked budget: less perturbation on flat regions (higher PSNR)")
+    plus.add_argument("--schedule", choices=("constant", "cosine"),
+                      help="step size over the steps: constant alpha, or cosine decay from alpha to alpha/4")
     speed = p.add_argument_group("speed (docs/performance.md)")
     speed.add_argument("--early-stop", action=argparse.BooleanOptionalAction, default=None,
                        help="stop an image once the authorized prediction is margin-safe and the distortion "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import nn
 
 from onlymine.models.cfg import ModelCfg
@@ -18,6 +20,7 @@ class FaceClassifier(Classifier):
     def __init__(self, net: nn.Module, cfg: ModelCfg) -> None:
         super().__init__(net, cfg)
         self._layer: str | None = cfg.extra.get("layer")
+        self._spread: dict[tuple[float, ...], list[str]] = {}
 
     @property
     def crop(self) -> str:
@@ -39,3 +42,13 @@ class FaceClassifier(Classifier):
 
             self._layer = pick_layer(self.net, self.cfg.input_size) or super().default_layer()
         return self._layer
+
+    def spread_layers(self, fractions: Sequence[float] = (0.22, 0.39, 0.61, 0.78)) -> list[str]:
+        """Convolution outputs at these fractions of the depth (FMD+'s multi-layer default for face models)."""
+        from onlymine.faces.kit import pick_layers
+
+        key = tuple(fractions)
+        if key not in self._spread:
+            self._spread[key] = pick_layers(self.net, self.cfg.input_size, fractions, nearest=True) or super().spread_layers(
+                fractions)
+        return self._spread[key]

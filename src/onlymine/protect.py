@@ -38,16 +38,22 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def fallback_layers(model: Classifier, attack: str) -> list[str]:
+    """Feature layers when none is given or measured: FMD+ distorts four stages spread over the depth, the
+    other attacks one mid stage."""
+    return model.spread_layers() if attack == "fmd+" else [model.default_layer()]
+
+
 def build_attack(model: Classifier, s: ProtectSettings, **changes: Any) -> Attack:
     """The attack that ``settings`` describe (``changes`` override single values, e.g. for a retry)."""
     s = replace(s, **changes) if changes else s
+    layers = s.layer or fallback_layers(model, s.attack)
     if s.attack == "fmd+":
-        return ATTACKS[s.attack](model, s.layer or model.spread_layers(), eps=s.eps, alpha=s.alpha, steps=s.steps,
+        return ATTACKS[s.attack](model, layers, eps=s.eps, alpha=s.alpha, steps=s.steps,
                                  lam=PLUS_LAM if s.lam is None else float(s.lam), kappa=s.kappa,
                                  momentum=s.momentum, diversity=s.diversity, ti_kernel=s.ti_kernel,
                                  jpeg_prob=s.jpeg_prob, texture=s.texture, schedule=s.schedule,
                                  random_start=s.random_start, seed=s.seed)
-    layers = s.layer or [model.default_layer()]
     if s.attack == "fmd":
         return FMD(model, layers, eps=s.eps, alpha=s.alpha, steps=s.steps, lam=float(s.lam or 0.0),
                    random_start=s.random_start, keep_best=s.keep_best, seed=s.seed, early_stop=s.early_stop)
@@ -106,9 +112,7 @@ class Protector:
         self.device = pick_device(device)
         self.model = model if model is not None else load_model(settings.model, device=self.device)
         s = settings.resolved()
-        # no layer given or measured: FMD+ distorts four stages spread over the depth, the others one mid stage
-        fill = self.model.spread_layers if s.attack == "fmd+" else lambda: [self.model.default_layer()]
-        self.settings = replace(s, layer=s.layer or fill())
+        self.settings = replace(s, layer=s.layer or fallback_layers(self.model, s.attack))
         # the attack runs on a faster copy of the model (same function); verification uses the model itself
         self.fast_model = fast_classifier(self.model, keep=self.settings.layer, fold_bn=s.fold_bn,
                                           channels_last=s.channels_last, precision=s.precision, compile=s.compile)

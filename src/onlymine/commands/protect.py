@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from onlymine.attacks.fmd_plus import SCHEDULES
 from onlymine.protect import Outcome, protect_paths
 from onlymine.settings import DEFAULT_PRESET, PLUS_ONLY, PRESET_NAMES, ProtectSettings, parse_budget
 
@@ -34,7 +35,7 @@ def add_attack_options(p: argparse.ArgumentParser) -> None:
     plus.add_argument("--jpeg-prob", type=float, help="probability per step of a straight-through JPEG round trip")
     plus.add_argument("--texture", action=argparse.BooleanOptionalAction, default=None,
                       help="texture-masked budget: less perturbation on flat regions (higher PSNR)")
-    plus.add_argument("--schedule", choices=("constant", "cosine"),
+    plus.add_argument("--schedule", choices=SCHEDULES,
                       help="step size over the steps: constant alpha, or cosine decay from alpha to alpha/4")
     speed = p.add_argument_group("speed (docs/performance.md)")
     speed.add_argument("--early-stop", action=argparse.BooleanOptionalAction, default=None,

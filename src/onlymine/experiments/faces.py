@@ -369,27 +369,27 @@ def _attr_names(results: dict[str, Any]) -> list[str]:
 
 def claims(results: dict[str, Any], profile: Sequence[tuple[str, float]]) -> report.Table:
     """The issue's must-show statements, each with whether it holds on this run and the numbers behind it."""
+    def unauthorized_recognisers(method: str) -> list[dict[str, Any]]:
+        return [r for r in results["predictions"] if r["task"] == "identity" and r["method"] == method
+                and r["judge_task"] == "identity" and r["judge"] != r["authorized"]]
+
     rows = []
+    protections = [m for m in METHODS if m != "uniform-noise"]
     for task, key, what in (("identity", "correct", "identifies"), ("emotion", "kept", "keeps the prediction of")):
-        for method in METHODS:
-            if method == "uniform-noise":
-                continue
+        for method in protections:
             auth = [r for r in results["predictions"] if r["task"] == task and r["method"] == method
                     and r["judge"] == r["authorized"]]
             if not auth:
                 continue
-            by = summarize([{**r, "judge": r["authorized"]} for r in auth], key)
-            low = min(v for v in by.values() if v is not None)
+            low = min(v for v in summarize(auth, key).values() if v is not None)  # per authorized model
             rows.append([f"{task}, {method}: the authorized model {what} >= 99% of faces on the saved files",
                          "yes" if low >= 0.99 else "no", f"lowest authorized row {report.percent(low)}%"])
-    for method in [m for m in METHODS if m != "uniform-noise"]:
-        sel = [r for r in results["predictions"] if r["task"] == "identity" and r["method"] == method
-               and r["judge_task"] == "identity" and r["judge"] != r["authorized"]]
+    for method in protections:
+        sel = unauthorized_recognisers(method)
         if not sel:
             continue
         clean, prot = _mean([r["clean_correct"] for r in sel]), _mean([r["correct"] for r in sel])
-        noise = [r for r in results["predictions"] if r["task"] == "identity" and r["method"] == "uniform-noise"
-                 and r["judge_task"] == "identity" and r["judge"] != r["authorized"]]
+        noise = unauthorized_recognisers("uniform-noise")
         drop = None if clean is None or prot is None else clean - prot
         rows.append([f"identity, {method}: unauthorized recognisers fall well below their clean rate",
                      "yes" if drop is not None and drop >= 0.5 else "no",

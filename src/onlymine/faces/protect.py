@@ -101,7 +101,7 @@ class RegionClassifier(FaceClassifier):
     def __init__(self, base: FaceClassifier, items: Sequence[FaceItem]) -> None:
         super().__init__(base.net, base.cfg)
         self._layer = base.default_layer()
-        self._spread = getattr(base, "_spread", {})  # same net: share the probed multi-layer choice
+        self._spread = base._spread  # same net: share the probed multi-layer choice
         self.items = list(items)
 
     def blend(self, k: int, x: torch.Tensor) -> torch.Tensor:

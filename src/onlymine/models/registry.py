@@ -378,15 +378,12 @@ def spec_available(spec: str) -> tuple[bool, str]:
     return False, f"unknown source {source!r}"
 
 
-def list_specs(faces: bool = True) -> list[SpecInfo]:
+def list_specs() -> list[SpecInfo]:
     """Every known spec (ImageNet classifiers, then the face models of the kit and PyPI) and whether it loads here."""
-    known = dict(KNOWN_SPECS)
-    if faces:
-        from onlymine.faces.specs import KNOWN_FACE_SPECS
+    from onlymine.faces.specs import KNOWN_FACE_SPECS
 
-        known.update(KNOWN_FACE_SPECS)
     rows = []
-    for spec, desc in known.items():
+    for spec, desc in {**KNOWN_SPECS, **KNOWN_FACE_SPECS}.items():
         ok, detail = spec_available(spec)
         rows.append(SpecInfo(spec, desc, ok, detail))
     return rows

@@ -74,3 +74,35 @@ def test_small_faces_experiment_end_to_end(kit_dir: Path, tmp_path: Path) -> Non
                    "--report-only", "--docs", str(docs)])
     kit.set_kit_dir(None)
     assert rc == 0 and (out / "report.md").read_text() == md
+
+
+def test_surrogate_method_holds_each_judge_out_of_its_own_run(kit_dir: Path, tmp_path: Path) -> None:
+    """fmd+sur: one run per held-out recogniser, the others as surrogates, scored by the authorized model and
+    the held-out one only (--authorized: one authorized model, the other recognisers stay judges/surrogates)."""
+    pytest.importorskip("facenet_pytorch")
+    out = tmp_path / "faces"
+    recs = ["faceapi_recognition", "facenet_casia_inception_resnet_v1", "human_faceres"]
+    try:
+        rc = cli.main(["experiment", "faces", "-o", str(out), "--kit", str(kit_dir), "--max-photos", "1",
+                       "--plus-steps", "1", "--methods", "fmd+sur", "--tasks", "identity", "--recognisers",
+                       ",".join(recs), "--authorized", "faceapi_recognition", "--no-progress"])
+    finally:
+        kit.set_kit_dir(None)
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["runs"]) == 2  # 1 authorized x 2 held out
+    assert {r["authorized"] for r in res["runs"]} == {"kit:faceapi_recognition"}
+    for run in res["runs"]:
+        held = run["dir"].rsplit("heldout-", 1)[1].replace("_", ":", 1)
+        assert held != run["authorized"] and held not in run["surrogates"]
+        assert sorted([run["authorized"], held, *run["surrogates"]]) == sorted(f"kit:{r}" for r in recs)
+        cfg = json.loads((Path(run["dir"]) / "config.json").read_text())["settings"]
+        assert cfg["attack"] == "fmd+" and cfg["surrogates"] == run["surrogates"]
+        judged = {r["judge"] for r in res["predictions"] if r["authorized"] == run["authorized"]
+                  and r["judge"] not in (run["authorized"],)}
+        assert judged == {f"kit:{r}" for r in recs} - {run["authorized"]}  # over its two runs
+    rows = fx.matrix_rows(res, "identity", "fmd+sur", "correct", "identity")
+    assert [r.authorized for r in rows] == ["kit:faceapi_recognition"]  # one row for its two runs
+    assert set(rows[0].scores) == {f"kit:{r}" for r in recs}
+    md = (out / "report.md").read_text()
+    assert "public surrogates" in md and "identity, fmd+sur: unauthorized recognisers" in md

@@ -112,9 +112,9 @@ def test_cosine_schedule_decays_from_alpha_to_a_quarter_and_keeps_old_resume_key
     assert atk.schedule == "cosine" and atk.config()["schedule"] == "cosine"
     xs = _images(2)
     assert all(float((v - x).abs().max()) <= s.eps + 1e-6 for v, x in zip(atk(xs), xs, strict=True))
-    # the new field stays out of the resume key at its default, so runs recorded before it still resume
+    # the new fields stay out of the resume key at their defaults, so runs recorded before it still resume
     base = ProtectSettings.build(model="tiny", attack="fmd+", steps=3)
-    d = {k: v for k, v in base.to_dict().items() if k not in ("preset", "schedule")}
+    d = {k: v for k, v in base.to_dict().items() if k not in ("preset", "schedule", "surrogates")}
     import hashlib
     import json
 
@@ -145,3 +145,69 @@ def test_protector_gives_fmd_plus_the_spread_layers_when_none_is_measured() -> N
                                         class_names=("a", "b"), pretrained=False, weights="random init"))
     assert face.spread_layers() == ["2", "4", "6", "8"]  # convs 1..4 of 0..5 at 0.22/0.39/0.61/0.78 of the depth
     assert face.spread_layers((0.0, 1.0)) == ["0", "10"]
+
+
+def _tiny_surrogate(seed: int = 7, size: int = 24):
+    from dataclasses import replace
+
+    clf = tiny_classifier(seed=seed)
+    clf.cfg = replace(clf.cfg, name=f"tiny-surrogate-{seed}", input_size=(size, size))
+    return clf
+
+
+def test_surrogate_features_join_the_objective_and_nothing_else() -> None:
+    """A surrogate (own weights, own input size) is distorted far more when it is in the objective; the budget,
+    seeding and the authorized keep rule are unchanged."""
+    clf, sur = tiny_classifier(), _tiny_surrogate()
+    xs = _images(4)
+    kw = {"eps": 8 / 255, "alpha": 2 / 255, "steps": 8, "seed": 2}
+    alone = FMDPlus(clf, TINY_LAYER, **kw)(xs)
+    atk = FMDPlus(clf, TINY_LAYER, surrogates=[(sur, [TINY_LAYER])], surrogate_weight=50.0, **kw)
+    both = atk(xs)
+    again = FMDPlus(clf, TINY_LAYER, surrogates=[(sur, TINY_LAYER)], surrogate_weight=50.0, **kw)(xs)
+    assert all(torch.equal(a, b) for a, b in zip(both, again, strict=True))
+    for a, x in zip(both, xs, strict=True):
+        assert float((a - x).abs().max()) <= 8 / 255 + 1e-6 and float(a.min()) >= 0 and float(a.max()) <= 1
+    assert [r["kept"] for r in atk.records] == (clf.predict(both)[0] == clf.predict(xs)[0]).tolist()
+
+    def surrogate_distortion(adv: list[torch.Tensor]) -> float:
+        with torch.no_grad():
+            f1 = sur.forward_features(adv, [TINY_LAYER])[1]
+            f0 = sur.forward_features(xs, [TINY_LAYER])[1]
+        return float(relative_distortion(f1, f0).mean())
+
+    assert surrogate_distortion(both) > 1.2 * surrogate_distortion(alone)
+    cfg = atk.config()
+    assert cfg["surrogates"] == {sur.name: [TINY_LAYER]} and cfg["surrogate_weight"] == 50.0
+    assert "surrogates" not in FMDPlus(clf, TINY_LAYER).config()
+
+
+def test_surrogate_settings_resume_keys_and_errors(monkeypatch) -> None:  # noqa: ANN001
+    import pytest
+
+    from onlymine import protect
+    from onlymine.protect import Protector, build_attack
+    from onlymine.settings import ProtectSettings
+
+    base = ProtectSettings.build(model="tiny", attack="fmd+", steps=2)
+    with_sur = ProtectSettings.build(model="tiny", attack="fmd+", steps=2, surrogates=["tiny:other"])
+    assert with_sur.key() != base.key()
+    with pytest.raises(ValueError, match="fmd\\+ only"):
+        build_attack(tiny_classifier(), ProtectSettings.build(attack="fmd", surrogates=["x"]), [(tiny_classifier(), ["2"])])
+    with pytest.raises(ValueError, match="surrogate"):
+        build_attack(tiny_classifier(), with_sur.resolved())  # named but not loaded
+    with pytest.raises(ValueError, match="cannot also be a surrogate"):
+        protect.load_surrogates(["tiny"], "tiny", "cpu")
+    loaded: list[str] = []
+
+    def fake_load(spec: str, device: object = "cpu") -> object:
+        loaded.append(spec)
+        return _tiny_surrogate()
+
+    monkeypatch.setattr(protect, "load_model", fake_load)
+    prot = Protector(with_sur, device="cpu", model=tiny_classifier())
+    assert loaded == ["tiny:other"] and len(prot.surrogates) == 1
+    sur, names = prot.surrogates[0]
+    assert names == sur.spread_layers() and prot.attack.surrogates[0][1] == names
+    assert prot.attack.config()["surrogates"] == {sur.name: names}
+

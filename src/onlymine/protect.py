@@ -24,7 +24,7 @@ from onlymine import io
 from onlymine.attacks import ATTACKS, FMD, Attack
 from onlymine.models import Classifier, load_model
 from onlymine.models.fast import fast_classifier
-from onlymine.settings import PLUS_LAM, ProtectSettings
+from onlymine.settings import PLUS_DEFAULTS, PLUS_LAM, ProtectSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +44,42 @@ def fallback_layers(model: Classifier, attack: str) -> list[str]:
     return model.spread_layers() if attack == "fmd+" else [model.default_layer()]
 
 
-def build_attack(model: Classifier, s: ProtectSettings, **changes: Any) -> Attack:
-    """The attack that ``settings`` describe (``changes`` override single values, e.g. for a retry)."""
+Surrogates = Sequence[tuple[Classifier, Sequence[str]]]
+
+
+def surrogate_layers(model: Classifier, spec: str) -> list[str]:
+    """The taps FMD+ distorts on a surrogate: its measured FMD+ layers, else four stages spread over the depth."""
+    return list(PLUS_DEFAULTS.get(spec, {}).get("layer", [])) or model.spread_layers()
+
+
+def load_surrogates(specs: Sequence[str], authorized: str, device: torch.device | str,
+                    wrap: Callable[[Classifier], Classifier] | None = None) -> list[tuple[Classifier, list[str]]]:
+    """Load the surrogate models of ``specs`` with their taps (``wrap`` adapts each, e.g. to a face model)."""
+    if authorized in specs:
+        raise ValueError(f"the authorized model {authorized} cannot also be a surrogate")
+    out = []
+    for spec in specs:
+        clf = load_model(spec, device=device)
+        clf = wrap(clf) if wrap is not None else clf
+        out.append((clf, surrogate_layers(clf, spec)))
+    return out
+
+
+def build_attack(model: Classifier, s: ProtectSettings, surrogates: Surrogates = (), **changes: Any) -> Attack:
+    """The attack that ``settings`` describe (``changes`` override single values, e.g. for a retry);
+    ``surrogates``: the loaded models of ``s.surrogates`` with their taps (FMD+ only)."""
     s = replace(s, **changes) if changes else s
     layers = s.layer or fallback_layers(model, s.attack)
+    if s.surrogates and s.attack != "fmd+":
+        raise ValueError(f"surrogate models work with attack fmd+ only, not {s.attack!r}")
+    if len(surrogates) != len(s.surrogates):
+        raise ValueError(f"settings name {len(s.surrogates)} surrogate(s) but {len(surrogates)} were loaded")
     if s.attack == "fmd+":
         return ATTACKS[s.attack](model, layers, eps=s.eps, alpha=s.alpha, steps=s.steps,
                                  lam=PLUS_LAM if s.lam is None else float(s.lam), kappa=s.kappa,
                                  momentum=s.momentum, diversity=s.diversity, ti_kernel=s.ti_kernel,
                                  jpeg_prob=s.jpeg_prob, texture=s.texture, schedule=s.schedule,
-                                 random_start=s.random_start, seed=s.seed)
+                                 random_start=s.random_start, seed=s.seed, surrogates=surrogates)
     if s.attack == "fmd":
         return FMD(model, layers, eps=s.eps, alpha=s.alpha, steps=s.steps, lam=float(s.lam or 0.0),
                    random_start=s.random_start, keep_best=s.keep_best, seed=s.seed, early_stop=s.early_stop)
@@ -116,7 +142,15 @@ class Protector:
         # the attack runs on a faster copy of the model (same function); verification uses the model itself
         self.fast_model = fast_classifier(self.model, keep=self.settings.layer, fold_bn=s.fold_bn,
                                           channels_last=s.channels_last, precision=s.precision, compile=s.compile)
-        self.attack = build_attack(self.fast_model, self.settings)
+        self.surrogates = self._load_surrogates()
+        self.attack = build_attack(self.fast_model, self.settings, self.surrogates)
+
+    def _load_surrogates(self) -> list[tuple[Classifier, list[str]]]:
+        """``settings.surrogates`` loaded, each as a faster copy like the authorized model's."""
+        s = self.settings
+        return [(fast_classifier(m, keep=names, fold_bn=s.fold_bn, channels_last=s.channels_last,
+                                 precision=s.precision), names)
+                for m, names in load_surrogates(s.surrogates, s.model, self.device)]
 
     def protect_batch(self, images: Sequence[io.LoadedImage], outputs: Sequence[Path],
                       overwrite: bool = False) -> list[Outcome]:
@@ -155,7 +189,7 @@ class Protector:
             changes = retry_changes(s, attempt)
             if changes is None:
                 break
-            retry = build_attack(self.fast_model, s, **changes)
+            retry = build_attack(self.fast_model, s, self.surrogates, **changes)
             res = retry.run([x0[i] for i in pending], labels=clean[pending])
             for k, i in enumerate(pending):
                 adv[i], records[i] = res.images[k], res.records[k]

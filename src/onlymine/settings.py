@@ -26,9 +26,9 @@ PLUS_DEFAULTS: dict[str, dict[str, Any]] = {
     "torchvision:mobilenet_v2": {"layer": ["features.4", "features.7", "features.11", "features.14"]},
 }
 PLUS_LAM = 10.0  # the hinge keep term only acts below the margin kappa, so one weight fits every model
-PLUS_ONLY = ("kappa", "momentum", "diversity", "ti_kernel", "jpeg_prob", "texture", "schedule")
+PLUS_ONLY = ("kappa", "momentum", "diversity", "ti_kernel", "jpeg_prob", "texture", "schedule", "surrogates")
 # FMD+ fields added after runs were recorded: at these values they stay out of key(), so old runs still resume
-KEY_NEUTRAL = {"schedule": "constant"}
+KEY_NEUTRAL: dict[str, Any] = {"schedule": "constant", "surrogates": []}
 
 # Presets trade protection for image quality; explicit flags override them.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -109,6 +109,8 @@ class ProtectSettings:
     jpeg_prob: float = 0.0
     texture: bool = PLUS_PRESETS[DEFAULT_PRESET]["texture"]
     schedule: str = "constant"  # step size over the steps: "constant" or "cosine" (alpha decays to alpha/4)
+    # public surrogate model specs whose features FMD+ distorts too (never the models you evaluate against)
+    surrogates: list[str] = field(default_factory=list)
     preset: str | None = DEFAULT_PRESET
 
     def resolved(self) -> ProtectSettings:

@@ -72,6 +72,12 @@ def step_size(alpha: float, step: int, steps: int, schedule: str = "constant") -
     return low + (alpha - low) * 0.5 * (1 + math.cos(math.pi * step / (steps - 1)))
 
 
+def _rescale(t: tuple[int, int, int], f: float, h: int) -> tuple[int, int, int]:
+    """A resize-and-pad transform (size, top, left) of an ``h/f`` input, for an ``h`` input."""
+    size = min(h, max(1, round(t[0] * f)))
+    return size, min(h - size, round(t[1] * f)), min(h - size, round(t[2] * f))
+
+
 class FMDPlus(Attack):
     r"""FMD+ : onlymine's improved feature map distortion (see docs/beyond.md for the measurements).
 
@@ -102,6 +108,10 @@ class FMDPlus(Attack):
         texture: use :func:`texture_budget` (per-pixel budget between ``texture_floor*eps`` and ``eps``).
         schedule: ``"constant"`` step ``alpha``, or ``"cosine"``: from ``alpha`` down to ``alpha/4`` (large
             steps to travel, small ones to settle; see :func:`step_size`).
+        surrogates: optional public models ``(classifier, layers)`` whose relative feature distortion is
+            added to the objective (weight ``surrogate_weight`` each). They only make the perturbation more
+            general; the keep term and the best-iterate rule still use the authorized model alone. Evaluate
+            with the surrogates held out of the unauthorized models under test.
 
     Shape:
         images: (N, 3, H, W) in [0,1] or a list of (3, H_i, W_i); labels: (N,) or None; output like input.
@@ -117,8 +127,9 @@ class FMDPlus(Attack):
                  alpha: float = 2 / 255, steps: int = 100, lam: float = 10.0, kappa: float = 2.0,
                  momentum: float = 1.0, diversity: float = 0.7, ti_kernel: int = 0, jpeg_prob: float = 0.0,
                  texture: bool = False, texture_floor: float = 0.5, schedule: str = "constant",
-                 random_start: bool = True,
-                 seed: int | None = 0, n_transforms: int = 6) -> None:
+                 random_start: bool = True, seed: int | None = 0, n_transforms: int = 6,
+                 surrogates: Sequence[tuple[Classifier, Sequence[str]]] = (),
+                 surrogate_weight: float = 1.0) -> None:
         self.layers = [layers] if isinstance(layers, str) else list(layers)
         super().__init__(model, eps=eps, seed=seed, record_layers=self.layers)
         for name in self.layers:
@@ -130,11 +141,20 @@ class FMDPlus(Attack):
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown step schedule {schedule!r}; choose one of {SCHEDULES}")
         self.schedule = schedule
+        self.surrogates = [(clf, [layer] if isinstance(layer, str) else list(layer)) for clf, layer in surrogates]
+        for clf, names in self.surrogates:
+            for name in names:
+                clf.taps.resolve(name)
+        self.surrogate_weight = float(surrogate_weight)
 
     def config(self) -> dict[str, Any]:
         keys = ("layers", "alpha", "steps", "lam", "kappa", "momentum", "diversity", "ti_kernel", "jpeg_prob",
                 "texture", "texture_floor", "schedule", "random_start", "n_transforms")
-        return {**super().config(), **{k: getattr(self, k) for k in keys}}
+        out = {**super().config(), **{k: getattr(self, k) for k in keys}}
+        if self.surrogates:
+            out["surrogates"] = {clf.name: names for clf, names in self.surrogates}
+            out["surrogate_weight"] = self.surrogate_weight
+        return out
 
     # -- input diversity --------------------------------------------------------------------------
     def _transform_bank(self, gen: torch.Generator) -> list[tuple[int, int, int] | None]:
@@ -161,11 +181,33 @@ class FMDPlus(Attack):
             logits = self.model.run_net(self._apply(self.model.preprocess(x), t))
         return logits, dict(feats)
 
+    def _surrogate_features(self, x: list[torch.Tensor], t: tuple[int, int, int] | None) -> list[dict]:
+        """Each surrogate's tapped features of ``x`` under the transform ``t`` (rescaled to its input size)."""
+        h = self.model.cfg.input_size[0]
+        out = []
+        for clf, names in self.surrogates:
+            hs = clf.cfg.input_size[0]
+            ts = None if t is None else _rescale(t, hs / h, hs)
+            with clf.taps.capture(names) as feats:
+                clf.run_net(self._apply(clf.preprocess(x), ts))
+            out.append(dict(feats))
+        return out
+
+    def _distortion(self, x: list[torch.Tensor], feats: dict, k: int, clean: list[dict],
+                    clean_sur: list[list[dict]], t: tuple[int, int, int] | None) -> torch.Tensor:
+        """Relative distortion of the authorized taps plus the weighted surrogates' (view ``k`` of the bank)."""
+        dist = relative_distortion(feats, clean[k])
+        if self.surrogates:
+            for f, c in zip(self._surrogate_features(x, t), clean_sur[k], strict=True):
+                dist = dist + self.surrogate_weight * relative_distortion(f, c)
+        return dist
+
     # -- the attack ---------------------------------------------------------------------------------
     def perturb(self, x0: list[torch.Tensor], y: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
         bank = self._transform_bank(gen)
         with torch.no_grad():
             clean = [self._forward(x0, t)[1] for t in bank]
+            clean_sur = [self._surrogate_features(x0, t) for t in bank] if self.surrogates else [[] for _ in bank]
         budgets = [texture_budget(x, self.eps, self.texture_floor) if self.texture else None for x in x0]
         x = [self._project(xi + uniform_like(xi, self.eps, gen) * (1 if b is None else b / self.eps), xi, b)
              if self.random_start else xi.clone() for xi, b in zip(x0, budgets, strict=True)]
@@ -182,7 +224,7 @@ class FMDPlus(Attack):
             xs = [xi.requires_grad_(True) for xi in x]
             inp = [xi + (jpeg_round_trip(xi, jpeg_q) - xi).detach() for xi in xs] if jpeg_q else xs
             logits, feats = self._forward(inp, bank[k])
-            dist = relative_distortion(feats, clean[k])
+            dist = self._distortion(inp, feats, k, clean, clean_sur, bank[k])
             m = margin(logits, y)
             j = dist - self.lam * F.relu(self.kappa - m)
             grads = torch.autograd.grad(j.sum(), xs)
@@ -198,7 +240,8 @@ class FMDPlus(Attack):
                 x = new
         with torch.no_grad():
             logits, feats = self._forward(x, None)
-            self._update_best(best, best_score, x, relative_distortion(feats, clean[0]), margin(logits, y))
+            self._update_best(best, best_score, x, self._distortion(x, feats, 0, clean, clean_sur, None),
+                              margin(logits, y))
         return [b if float(s) >= 0 else xi for b, s, xi in zip(best, best_score, x, strict=True)]
 
     def _project(self, x: torch.Tensor, x0: torch.Tensor, budget: torch.Tensor | None) -> torch.Tensor:

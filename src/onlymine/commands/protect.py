@@ -37,6 +37,9 @@ def add_attack_options(p: argparse.ArgumentParser) -> None:
                       help="texture-masked budget: less perturbation on flat regions (higher PSNR)")
     plus.add_argument("--schedule", choices=SCHEDULES,
                       help="step size over the steps: constant alpha, or cosine decay from alpha to alpha/4")
+    plus.add_argument("--surrogate", dest="surrogates", action="append", metavar="SPEC",
+                      help="public model whose features are distorted too (repeatable); judge the protection only "
+                           "on models that are not surrogates")
     speed = p.add_argument_group("speed (docs/performance.md)")
     speed.add_argument("--early-stop", action=argparse.BooleanOptionalAction, default=None,
                        help="stop an image once the authorized prediction is margin-safe and the distortion "

@@ -41,7 +41,9 @@ RECOGNISERS = ("faceapi_recognition", "facenet_casia_inception_resnet_v1", "huma
 EMOTION_MODELS = ("kit:faceapi_expression", "kit:human_emotion", "pyemotion:emotion")
 CANONICAL = {"surprised": "surprise", "angry": "anger", "disgusted": "disgust", "fearful": "fear"}
 METHODS = {"fmd": "FMD (eps 16/255, alpha 4/255, N steps)", "fmd+": "FMD+ (onlymine's defaults, same eps)",
+           "fmd+sur": "FMD+ with public surrogates (same eps; each judge held out of the surrogates)",
            "uniform-noise": "UniformNoise (same eps)"}
+SURROGATE_METHOD = "fmd+sur"  # one run per held-out judge: the task's other models are the surrogates
 
 
 def canonical(label: Any) -> str:
@@ -159,14 +161,17 @@ def attribute_judges() -> list[Any]:
 
 
 # ---------------------------------------------------------------------------------------------- runs
-def protect_run(photos: Sequence[FacePhoto], model_spec: str, method: str, out: Path, a: argparse.Namespace) -> Path:
-    """Protect the photos' faces with one authorized model and method (resumable) into ``out``."""
+def protect_run(photos: Sequence[FacePhoto], model_spec: str, method: str, out: Path, a: argparse.Namespace,
+                surrogates: Sequence[str] = ()) -> Path:
+    """Protect the photos' faces with one authorized model and method (resumable) into ``out``; ``surrogates``:
+    public model specs whose features FMD+ distorts too."""
     from onlymine.faces.protect import FaceProtector
     from onlymine.protect import protect_paths
     from onlymine.settings import ProtectSettings
 
-    if method == "fmd+":  # onlymine's own settings (alpha, steps, layers) at the experiment's budget
-        s = ProtectSettings.build(model=model_spec, attack=method, eps=a.eps, lam=a.lam, seed=0)
+    if method in ("fmd+", SURROGATE_METHOD):  # onlymine's own settings (alpha, steps, layers) at the experiment's eps
+        s = ProtectSettings.build(model=model_spec, attack="fmd+", eps=a.eps, lam=a.lam, seed=0,
+                                  steps=getattr(a, "plus_steps", None), surrogates=list(surrogates))
     else:
         s = ProtectSettings.build(preset=None, paper=True, model=model_spec, attack=method, eps=a.eps,
                                   alpha=a.alpha, steps=a.steps, lam=a.lam, seed=0)
@@ -266,28 +271,40 @@ def run_experiment(a: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"runs": [], "predictions": [], "quality": []}
     clean_cache: dict[tuple[str, str], list[Any]] = {}
     galleries = build_galleries(photos, out) if "identity" in tasks else {}
-    plan: list[tuple[str, str, str, list[Any]]] = []
+    # (task, authorized name, authorized spec, its spec as a surrogate, judges)
+    plan: list[tuple[str, str, str, str, list[Any]]] = []
     if "identity" in tasks:
         for name in (a.recognisers.split(",") if a.recognisers else RECOGNISERS):
             spec = f"gallery:{gallery_file(out / 'galleries', f'kit:{name}')}"
-            plan.append(("identity", f"kit:{name}", spec, identity_judges(galleries) + attrs))
+            plan.append(("identity", f"kit:{name}", spec, f"kit:{name}", identity_judges(galleries) + attrs))
     if "emotion" in tasks:
         ejudges = emotion_judges()
         wanted = a.emotion_models.split(",") if a.emotion_models else list(EMOTION_MODELS)
         for j in ejudges:
             spec = getattr(j, "spec", j.name)
             if spec in wanted:
-                plan.append(("emotion", j.name, spec, ejudges + attrs))
-    for task, auth, spec, judges in plan:
+                plan.append(("emotion", j.name, spec, spec, ejudges + attrs))
+    only = {x.strip() for x in a.authorized.split(",")} if getattr(a, "authorized", None) else None
+    for task, auth, spec, _, judges in plan:
+        if only is not None and auth not in only and auth.removeprefix("kit:") not in only:
+            continue  # judged and used as a peer, not authorized in this run
+        peers = {name: sur for t, name, _, sur, _ in plan if t == task and name != auth}
         for method in methods:
-            run_dir = out / task / auth.replace(":", "_") / method
-            t1 = time.time()
-            protect_run(photos, spec, method, run_dir, a)
-            preds, quality = score_run(photos, run_dir, judges, task, clean_cache)
-            tag = {"task": task, "authorized": auth, "method": method}
-            results["predictions"] += [{**tag, **r} for r in preds]
-            results["quality"] += [{**tag, **r} for r in quality]
-            results["runs"].append({**tag, "seconds": round(time.time() - t1, 1), "dir": str(run_dir)})
+            # (run folder, surrogates, judges): the surrogate method has one run per held-out peer, judged by
+            # the authorized model and that peer only (never by a model it used as a surrogate)
+            runs = [(out / task / auth.replace(":", "_") / method, [], judges)] if method != SURROGATE_METHOD else [
+                (out / task / auth.replace(":", "_") / method / f"heldout-{h.replace(':', '_')}",
+                 [sur for p, sur in peers.items() if p != h], [j for j in judges if j.name in (auth, h)])
+                for h in peers]
+            for run_dir, surrogates, run_judges in runs:
+                t1 = time.time()
+                protect_run(photos, spec, method, run_dir, a, surrogates)
+                preds, quality = score_run(photos, run_dir, run_judges, task, clean_cache)
+                tag = {"task": task, "authorized": auth, "method": method}
+                results["predictions"] += [{**tag, **r} for r in preds]
+                results["quality"] += [{**tag, **r} for r in quality]
+                results["runs"].append({**tag, "seconds": round(time.time() - t1, 1), "dir": str(run_dir),
+                                        **({"surrogates": surrogates} if method == SURROGATE_METHOD else {})})
     results["meta"] = {
         "command": "onlymine experiment faces " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else
         "onlymine experiment faces", "date": datetime.date.today().isoformat(), "machine": _machine(),
@@ -313,18 +330,20 @@ def _machine() -> str:
 def matrix_rows(results: dict[str, Any], task: str, method: str, key: str, judge_task: str,
                 only_real: bool = False) -> list[report.MatrixRow]:
     rows = []
-    for run in results["runs"]:
-        if run["task"] != task or run["method"] != method:
-            continue
+    for auth in _authorized(results, task, method):
         sel = [r for r in results["predictions"] if r["task"] == task and r["method"] == method
-               and r["authorized"] == run["authorized"] and r["judge_task"] == judge_task]
-        q = [r for r in results["quality"] if r["task"] == task and r["method"] == method
-             and r["authorized"] == run["authorized"]]
+               and r["authorized"] == auth and r["judge_task"] == judge_task]
+        q = [r for r in results["quality"] if r["task"] == task and r["method"] == method and r["authorized"] == auth]
         n = len({(r["photo"], r["face"]) for r in sel if not only_real or r["real_probe"]})
-        rows.append(report.MatrixRow(run["authorized"], summarize(sel, key, only_real),
+        rows.append(report.MatrixRow(auth, summarize(sel, key, only_real),
                                      {"psnr": _mean([x["psnr"] for x in q]), "ssim": _mean([x["ssim"] for x in q])},
                                      n=n, label=METHODS.get(method, method)))
     return rows
+
+
+def _authorized(results: dict[str, Any], task: str, method: str) -> list[str]:
+    """The authorized models of ``task``'s ``method`` runs, once each (the surrogate method has several runs)."""
+    return list(dict.fromkeys(r["authorized"] for r in results["runs"] if r["task"] == task and r["method"] == method))
 
 
 def clean_vs_protected(results: dict[str, Any], task: str, method: str, judge_task: str, key: str,
@@ -332,17 +351,16 @@ def clean_vs_protected(results: dict[str, Any], task: str, method: str, judge_ta
     """Per authorized model and judge: clean score -> protected score (drop in points)."""
     ck = "clean_correct" if key == "correct" else None
     out = []
-    for run in [r for r in results["runs"] if r["task"] == task and r["method"] == method]:
+    for auth in _authorized(results, task, method):
         sel = [r for r in results["predictions"] if r["task"] == task and r["method"] == method
-               and r["authorized"] == run["authorized"] and r["judge_task"] == judge_task]
+               and r["authorized"] == auth and r["judge_task"] == judge_task]
         prot = summarize(sel, key, only_real)
         clean = summarize(sel, ck, only_real) if ck else dict.fromkeys(prot, 1.0)
         for j in prot:
             if prot[j] is None:
                 continue
             drop = None if clean[j] is None else clean[j] - prot[j]
-            out.append([report.short_name(run["authorized"]), report.short_name(j),
-                        "authorized" if j == run["authorized"] else "unauthorized", report.percent(clean[j]),
+            out.append([report.short_name(auth), report.short_name(j), "authorized" if j == auth else "unauthorized", report.percent(clean[j]),
                         report.percent(prot[j]), report.percent(drop)])
     what = ("identification rate" if judge_task == "identity" else "accuracy on the labels") if key == "correct" \
         else "agreement with clean prediction"
@@ -352,12 +370,12 @@ def clean_vs_protected(results: dict[str, Any], task: str, method: str, judge_ta
 
 def attribute_table(results: dict[str, Any], method: str) -> report.Table:
     out = []
-    for run in [r for r in results["runs"] if r["method"] == method]:
-        sel = [r for r in results["predictions"] if r["task"] == run["task"] and r["method"] == method
-               and r["authorized"] == run["authorized"] and r["judge_task"] not in ("identity", "emotion")]
-        kept = summarize(sel, "kept")
-        out.append([run["task"], report.short_name(run["authorized"])] + [report.percent(kept.get(j)) for j in
-                                                                         _attr_names(results)])
+    for task, auth in dict.fromkeys((r["task"], r["authorized"]) for r in results["runs"] if r["method"] == method):
+        sel = [r for r in results["predictions"] if r["task"] == task and r["method"] == method
+               and r["authorized"] == auth and r["judge_task"] not in ("identity", "emotion")]
+        if sel:
+            kept = summarize(sel, "kept")
+            out.append([task, report.short_name(auth)] + [report.percent(kept.get(j)) for j in _attr_names(results)])
     return report.Table(["Task", "Authorized"] + [f"{report.short_name(j)} kept (%)" for j in _attr_names(results)],
                         out)
 
@@ -516,6 +534,8 @@ def write_outputs(results: dict[str, Any], photos: Sequence[FacePhoto], out: Pat
     for method in METHODS:
         if any(r["method"] == method for r in results["runs"]) and _attr_names(results):
             t = attribute_table(results, method)
+            if not t.rows:
+                continue
             t.caption = f"Cross-task attributes (unauthorized), {METHODS[method]}: agreement with clean prediction"
             sections.append(report.Section(f"attributes: {method}", tables=[t]))
             md += [f"## Cross-task attributes: {METHODS[method]}\n", t.markdown()]
@@ -561,8 +581,18 @@ def _plus_setting(results: dict[str, Any]) -> str:
             return (f"The FMD+ rows use onlymine's FMD+ defaults at the same eps instead (alpha "
                     f"{s['alpha'] * 255:.0f}/255, N = {s['steps']}, {len(s['layer'])} feature layers spread over "
                     f"the depth, hinge keep term lam {s['lam']:g} / kappa {s['kappa']:g}, momentum {s['momentum']:g}, "
-                    f"input diversity {s['diversity']:g}, texture budget {'on' if s['texture'] else 'off'}). ")
-    return ""
+                    f"input diversity {s['diversity']:g}, texture budget {'on' if s['texture'] else 'off'}). "
+                    + _surrogate_setting(results))
+    return _surrogate_setting(results)
+
+
+def _surrogate_setting(results: dict[str, Any]) -> str:
+    if not any(r["method"] == SURROGATE_METHOD for r in results["runs"]):
+        return ""
+    return ("The 'FMD+ with public surrogates' rows use the same FMD+ settings and add the task's other models "
+            "as public surrogates (their feature maps are distorted too; they are never queried for the keep "
+            "term). There is one run per held-out model: each unauthorized cell comes from the run in which that "
+            "model was not a surrogate, and the authorized and PSNR/SSIM columns average those runs. ")
 
 
 def _limits(results: dict[str, Any]) -> str:
@@ -593,9 +623,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default="fmd,uniform-noise", help=f"comma list of {sorted(METHODS)}")
     p.add_argument("--recognisers", help=f"comma list (default: {','.join(RECOGNISERS)})")
     p.add_argument("--emotion-models", help=f"comma list (default: {','.join(EMOTION_MODELS)})")
+    p.add_argument("--authorized", help="comma list: authorize only these of the recognisers / emotion models (the "
+                                        "others stay judges and surrogates; default: each in turn)")
     p.add_argument("--eps", type=parse_budget, default=16 / 255)
     p.add_argument("--alpha", type=parse_budget, default=4 / 255)
     p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--plus-steps", type=int, default=None, help="steps of the FMD+ methods (default: FMD+'s own)")
     p.add_argument("--lam", type=float, default=None, help="keep-term weight (default: the face models' 0.05)")
     p.add_argument("--layer-depth", type=float, default=None,
                    help="FMD feature layer at this relative depth (0-1) of each authorized model (default 0.4)")

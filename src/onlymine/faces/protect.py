@@ -35,7 +35,7 @@ from onlymine.faces.classifier import FaceClassifier
 from onlymine.faces.detect import FaceDetector
 from onlymine.models.classifier import Classifier
 from onlymine.models.preprocess import to_model_input
-from onlymine.protect import Outcome, Protector, build_attack, retry_changes
+from onlymine.protect import Outcome, Protector, build_attack, load_surrogates, retry_changes
 from onlymine.settings import ProtectSettings
 
 log = logging.getLogger(__name__)
@@ -95,14 +95,20 @@ def make_item(photo: int, image: torch.Tensor, face: Face, model: FaceClassifier
 
 
 class RegionClassifier(FaceClassifier):
-    """The authorized face model seen through fixed face regions: input ``k`` is the (full-resolution) region of
-    ``items[k]``; the model sees the chip of ``r0 + m * (x - r0)``. Same net, config and feature taps."""
+    """A face model seen through fixed face regions: input ``k`` is the (full-resolution) region of ``items[k]``;
+    the model sees the chip of ``r0 + m * (x - r0)``. Same net, config and feature taps.
 
-    def __init__(self, base: FaceClassifier, items: Sequence[FaceItem]) -> None:
+    ``affines``: the chip alignment per item; by default the items' own (the authorized model's). A surrogate
+    model sees the authorized model's regions through its own alignment (:func:`surrogate_affines`).
+    """
+
+    def __init__(self, base: FaceClassifier, items: Sequence[FaceItem],
+                 affines: Sequence[np.ndarray] | None = None) -> None:
         super().__init__(base.net, base.cfg)
         self._layer = base.default_layer()
         self._spread = base._spread  # same net: share the probed multi-layer choice
         self.items = list(items)
+        self.affines = list(affines) if affines is not None else [it.affine for it in self.items]
 
     def blend(self, k: int, x: torch.Tensor) -> torch.Tensor:
         it = self.items[k]
@@ -113,9 +119,16 @@ class RegionClassifier(FaceClassifier):
         if len(xs) != len(self.items):
             raise ValueError(f"{len(xs)} regions for {len(self.items)} faces")
         size = self.cfg.input_size
-        chips = [align.warp(self.blend(k, x), it.affine, size, it.offset) for k, (x, it) in
+        chips = [align.warp(self.blend(k, x), self.affines[k], size, it.offset) for k, (x, it) in
                  enumerate(zip(xs, self.items, strict=True))]
         return to_model_input(torch.stack(chips), self.cfg)
+
+
+def as_face_model(model: Classifier) -> FaceClassifier:
+    """A loaded model as a face model (a generic classifier sees the loose face crop)."""
+    if isinstance(model, FaceClassifier):
+        return model
+    return FaceClassifier(model.net, replace(model.cfg, extra={**model.cfg.extra, "crop": "loose"}))
 
 
 def face_predictions(model: Classifier, image: torch.Tensor, faces: list[Face]) -> tuple[list[int], list[float]]:
@@ -143,9 +156,7 @@ class FaceProtector(Protector):
         from onlymine.protect import pick_device
 
         dev = pick_device(device)
-        model = model if model is not None else load_model(settings.model, device=dev)
-        if not isinstance(model, FaceClassifier):
-            model = FaceClassifier(model.net, replace(model.cfg, extra={**model.cfg.extra, "crop": "loose"}))
+        model = as_face_model(model if model is not None else load_model(settings.model, device=dev))
         if model.cfg.extra.get("embedding"):
             raise ValueError(f"{settings.model} gives embeddings: enroll identities first (`onlymine enroll`) "
                              "and protect with --model gallery:PATH")
@@ -154,6 +165,22 @@ class FaceProtector(Protector):
         super().__init__(settings, device=device, model=model)
         self.detector = detector or FaceDetector(device=str(dev))
         self.faces_of: dict[str, list[Face]] = {}  # optional: given face geometry per input path
+
+    def _load_surrogates(self) -> list[tuple[Classifier, list[str]]]:
+        """Surrogate face models (embedding models need no gallery: only their features are used)."""
+        s = self.settings
+        return list(load_surrogates(s.surrogates, s.model, self.device, wrap=as_face_model))
+
+    def _surrogate_views(self, items: Sequence[FaceItem], images: Sequence[torch.Tensor]) -> list[tuple[
+            Classifier, list[str]]]:
+        """Each surrogate seeing ``items``' regions through its own chip alignment."""
+        out: list[tuple[Classifier, list[str]]] = []
+        for sur, names in self.surrogates:
+            assert isinstance(sur, FaceClassifier)
+            size = sur.cfg.input_size
+            affines = [align.chip_affine(sur.crop, it.face, size, images[it.photo]) for it in items]
+            out.append((RegionClassifier(sur, items, affines), names))
+        return out
 
     def detect(self, image: io.LoadedImage, x0: torch.Tensor) -> list[Face]:
         given = self.faces_of.get(str(image.path))
@@ -173,7 +200,7 @@ class FaceProtector(Protector):
         clean: list[int] = []
         if items:
             wrapped = RegionClassifier(model, items)
-            res = build_attack(wrapped, s).run([it.r0 for it in items])
+            res = build_attack(wrapped, s, self._surrogate_views(items, x0)).run([it.r0 for it in items])
             for k, (adv, rec) in enumerate(zip(res.images, res.records, strict=True)):
                 deltas[k], records[k] = items[k].mask * (adv - items[k].r0), rec
             clean = [int(r["clean_top1"]) for r in records]
@@ -193,7 +220,9 @@ class FaceProtector(Protector):
             log.info("re-optimising faces of %d photo(s) whose saved file flipped the authorized prediction",
                      len(pending))
             redo = [k for k, it in enumerate(items) if it.photo in pending]
-            retry = build_attack(RegionClassifier(model, [items[k] for k in redo]), s, **changes)
+            redo_items = [items[k] for k in redo]
+            retry = build_attack(RegionClassifier(model, redo_items), s, self._surrogate_views(redo_items, x0),
+                                 **changes)
             res = retry.run([items[k].r0 for k in redo], labels=torch.tensor([clean[k] for k in redo]))
             for j, k in enumerate(redo):
                 deltas[k], records[k] = items[k].mask * (res.images[j] - items[k].r0), res.records[j]

@@ -154,3 +154,26 @@ def test_tuning_and_test_split_of_the_kit_photos_is_disjoint_and_fixed():
     aib = sorted(f for f in files if f.name.startswith("aib_"))
     assert [part[f] for f in aib] == ["tune"] * TUNE_AIB + ["test"] * (15 - TUNE_AIB)
     assert part[Path("mine.jpg")] == "test"
+
+
+def test_surrogate_method_holds_the_surrogate_out_of_its_row(three_photos: Path, tmp_path: Path):
+    """fmd-plus-sur: the next model of the list is the attack's surrogate, shown as such and never scored."""
+    from onlymine.models import spec_available
+
+    models = [*MODELS, "efficientnet-lite:lite1"]
+    if not spec_available(models[-1])[0]:
+        pytest.skip("efficientnet-lite1 weights unavailable")
+    out = tmp_path / "sur"
+    rc = main(["experiment", "imagenet", "-o", str(out), "--data", str(three_photos), "--limit", "1",
+               "--models", *models, "--methods", "clean", "fmd-plus-sur", "--steps", "1", "--transforms", "none",
+               "--no-progress"])
+    assert rc == 0
+    for i, spec in enumerate(models):
+        cfg = json.loads((out / "fmd-plus-sur" / spec.replace(":", "_") / "config.json").read_text())["settings"]
+        assert cfg["attack"] == "fmd+" and cfg["surrogates"] == [models[(i + 1) % 3]]
+    rows = [r for r in json.loads((out / "results.json").read_text())["rows"]
+            if r["method"] == "fmd-plus-sur" and r["subset"] == "all" and not r["restricted"]]
+    roles = {(r["authorized"], r["judge"]): r["role"] for r in rows}
+    assert roles[(models[0], models[1])] == "surrogate" and roles[(models[0], models[2])] == "unauthorized"
+    assert roles[(models[2], models[0])] == "surrogate" and roles[(models[0], models[0])] == "authorized"
+    assert "| surrogate |" in (out / "report.md").read_text()

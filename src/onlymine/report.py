@@ -124,6 +124,7 @@ class MatrixRow:
     quality: dict[str, float | None] = field(default_factory=dict)
     n: int = 0
     label: str = ""
+    surrogates: tuple[str, ...] = ()  # judges the attack used as surrogates: not scored, shown as such
 
     @property
     def own(self) -> float | None:
@@ -151,7 +152,8 @@ def paper_table(rows: Sequence[MatrixRow], judges: Sequence[str], metric: str = 
     out = []
     for r in rows:
         cells = ([r.label] if show_label else []) + [short_name(r.authorized), str(r.n), percent(r.own)]
-        cells += ["—" if j == r.authorized else percent(r.scores.get(j)) for j in judges]
+        cells += ["—" if j == r.authorized else "surrogate" if j in r.surrogates else percent(r.scores.get(j))
+                  for j in judges]
         cells += [f"**{percent(r.unauthorized_mean())}**"]
         cells += [number(r.quality.get(q), 2 if q == "psnr" else 4) for q in quality_keys]
         out.append(cells)

@@ -20,7 +20,7 @@ import platform
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,8 @@ class Method:
     """A protection method of the comparison. ``attack=None`` is the unprotected (clean) row.
 
     ``paper`` starts from ProtectSettings' paper mode, else from onlymine's defaults (``preset`` and the
-    per-model layer/lam); ``fixed`` are settings this method always uses.
+    per-model layer/lam); ``fixed`` are settings this method always uses. ``surrogate``: the next authorized model
+    of the protocol (in turn) is a public surrogate of the attack and is held out of that row's scores.
     """
 
     key: str
@@ -51,6 +52,7 @@ class Method:
     paper: bool = False
     fixed: tuple[tuple[str, Any], ...] = ()
     preset: str = DEFAULT_PRESET
+    surrogate: bool = False
 
     def settings(self, spec: str, overrides: Mapping[str, Any] | None = None) -> ProtectSettings:
         if self.attack is None:
@@ -68,6 +70,8 @@ METHODS: dict[str, Method] = {m.key: m for m in (
     Method("fmd", "FMD (onlymine layer/lam)", "fmd"),
     Method("fmd-plus", "FMD+ (onlymine, eps 16)", "fmd+"),
     Method("fmd-plus-mid", "FMD+ mid preset (eps 8)", "fmd+", preset="mid"),
+    Method("fmd-plus-sur", "FMD+ + next model as surrogate (held out)", "fmd+", surrogate=True),
+    Method("fmd-plus-mid-sur", "FMD+ mid + next model as surrogate (held out)", "fmd+", preset="mid", surrogate=True),
     Method("pgd", "PGD", "pgd", paper=True),
     Method("feature-only", "FeatureOnly", "feature-only", paper=True),
     Method("uniform-noise", "UniformNoise", "uniform-noise", paper=True),
@@ -123,6 +127,7 @@ class Job:
     method: Method
     authorized: str
     folder: Path
+    surrogates: list[str] = field(default_factory=list)  # authorized specs used as surrogates: not scored
     settings: dict[str, Any] = field(default_factory=dict)
     protect: dict[str, Any] = field(default_factory=dict)
     evaluation: Evaluation | None = None
@@ -165,13 +170,19 @@ def run_protocol(p: Protocol) -> ProtocolResult:
     log.info("%d of %d images are classified correctly by every judge when clean", len(restricted), len(names))
     jobs: list[Job] = []
     for m in p.methods:
-        for spec in p.authorized:
+        for i, spec in enumerate(p.authorized):
             job = Job(m, spec, p.out / m.key / safe_name(spec))
             if m.attack is None:
                 job.evaluation = clean
                 jobs.append(job)
                 continue
             s = m.settings(spec, p.overrides)
+            if m.surrogate:
+                if len(p.authorized) < 3:
+                    raise ValueError(f"method {m.key} needs 3 or more models: one authorized, one surrogate and "
+                                     "at least one held out to judge")
+                job.surrogates = [p.authorized[(i + 1) % len(p.authorized)]]
+                s = replace(s, surrogates=job.surrogates)
             prot = Protector(s, device=p.device, model=p.load_model(spec))
             job.settings = prot.settings.to_dict()
             log.info("protecting with %s, authorized %s -> %s", m.label, spec, job.folder)
@@ -223,6 +234,7 @@ def result_rows(res: ProtocolResult) -> list[dict[str, Any]]:
     out = []
     for job in res.jobs:
         auth_judge = res.protocol.judge_of(job.authorized)
+        excluded = surrogate_judges(res, job)
         for subset in res.protocol.subsets:
             for restricted in (True, False):
                 keep = selector(res, subset, restricted)
@@ -231,7 +243,8 @@ def result_rows(res: ProtocolResult) -> list[dict[str, Any]]:
                 for r in summarize(job.evaluation, keep):
                     out.append({"method": job.method.key, "authorized": job.authorized, "subset": subset,
                                 "restricted": restricted, **r,
-                                "role": "authorized" if r["judge"] == auth_judge else "unauthorized",
+                                "role": "authorized" if r["judge"] == auth_judge else
+                                "unauthorized" if r["judge"] not in excluded else "surrogate",
                                 **{f"q_{k}": v for k, v in q.items() if k != "n"}})
     return out
 
@@ -247,9 +260,16 @@ def matrix(res: ProtocolResult, method: str, subset: str = "all", restricted: bo
         s = [r for r in summarize(job.evaluation, keep) if r["transform"] == transform]
         q = quality_summary(job.evaluation, keep)
         n = max((r["n_labelled"] if metric == "accuracy" else r["n"] for r in s), default=0)
-        rows.append(report.MatrixRow(res.protocol.judge_of(spec), {r["judge"]: r[metric] for r in s}, q, n,
-                                     job.method.label))
+        excluded = surrogate_judges(res, job)  # a surrogate's own score says nothing about transfer
+        rows.append(report.MatrixRow(res.protocol.judge_of(spec), {r["judge"]: r[metric] for r in s
+                                                                   if r["judge"] not in excluded}, q, n,
+                                     job.method.label, tuple(sorted(excluded))))
     return rows
+
+
+def surrogate_judges(res: ProtocolResult, job: Job) -> set[str]:
+    """Judges not scored in ``job``'s row: the models its attack used as surrogates."""
+    return {res.protocol.judge_of(s) for s in job.surrogates}
 
 
 def overview(res: ProtocolResult, subset: str = "all", restricted: bool = True, transform: str = "none",

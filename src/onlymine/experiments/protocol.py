@@ -512,7 +512,9 @@ def markdown_report(res: ProtocolResult, results: dict[str, Any], title: str, in
                          + (f"lam {s.get('lam')}, kappa {s.get('kappa')}, momentum {s.get('momentum')}, diversity "
                             f"{s.get('diversity')}, ti_kernel {s.get('ti_kernel')}, jpeg_prob {s.get('jpeg_prob')}, "
                             f"texture {s.get('texture')}, " if s.get("attack") == "fmd+" else "")
-                         + f"layer {s.get('layer')}, preset {s.get('preset')}")
+                         + f"layer {s.get('layer')}, preset {s.get('preset')}"
+                         + (f", surrogates {s.get('surrogates')} (the next model in turn, not scored in its row)"
+                            if s.get("surrogates") else ""))
         lines.append("")
     lines += ["Files: `results.json`, `results.csv` (every subset, restricted or not, every transform), "
               "`per_image.csv`, `predictions.csv`, `report.html` with figures, in the output folder.", ""]

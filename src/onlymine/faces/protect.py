@@ -99,7 +99,7 @@ class RegionClassifier(FaceClassifier):
     the model sees the chip of ``r0 + m * (x - r0)``. Same net, config and feature taps.
 
     ``affines``: the chip alignment per item; by default the items' own (the authorized model's). A surrogate
-    model sees the authorized model's regions through its own alignment (:func:`surrogate_affines`).
+    model sees the authorized model's regions through its own alignment (:meth:`FaceProtector._surrogate_views`).
     """
 
     def __init__(self, base: FaceClassifier, items: Sequence[FaceItem],

@@ -177,3 +177,20 @@ def test_surrogate_method_holds_the_surrogate_out_of_its_row(three_photos: Path,
     assert roles[(models[0], models[1])] == "surrogate" and roles[(models[0], models[2])] == "unauthorized"
     assert roles[(models[2], models[0])] == "surrogate" and roles[(models[0], models[0])] == "authorized"
     assert "| surrogate |" in (out / "report.md").read_text()
+
+
+def test_held_out_mean_compares_on_the_surrogate_rows_cells_and_two_models_are_refused(
+        three_photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from types import SimpleNamespace
+
+    from onlymine.experiments import protocol
+    from onlymine.report import MatrixRow
+
+    a, b, c = "m:a", "m:b", "m:c"
+    rows = {"plain": [MatrixRow(a, {a: 1.0, b: 0.2, c: 0.6}), MatrixRow(b, {a: 0.4, b: 1.0, c: 0.0})],
+            "sur": [MatrixRow(a, {a: 1.0, c: 0.1}, surrogates=(b,)), MatrixRow(b, {a: 0.3, b: 1.0}, surrogates=(c,))]}
+    monkeypatch.setattr(protocol, "matrix", lambda res, method, *args: rows[method])
+    assert protocol.held_out_mean(SimpleNamespace(), "plain", "sur") == pytest.approx((0.6 + 0.4) / 2)
+    rc = main(["experiment", "imagenet", "-o", str(tmp_path / "two"), "--data", str(three_photos), "--limit", "1",
+               "--models", *MODELS, "--methods", "clean", "fmd-plus-sur", "--steps", "1", "--no-progress"])
+    assert rc == 2 and not (tmp_path / "two" / "fmd-plus-sur").exists()

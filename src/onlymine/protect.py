@@ -49,7 +49,7 @@ Surrogates = Sequence[tuple[Classifier, Sequence[str]]]
 
 def surrogate_layers(model: Classifier, spec: str) -> list[str]:
     """The taps FMD+ distorts on a surrogate: its measured FMD+ layers, else four stages spread over the depth."""
-    return list(PLUS_DEFAULTS.get(spec, {}).get("layer", [])) or model.spread_layers()
+    return list(PLUS_DEFAULTS.get(spec, {}).get("layer", [])) or fallback_layers(model, "fmd+")
 
 
 def load_surrogates(specs: Sequence[str], authorized: str, device: torch.device | str,

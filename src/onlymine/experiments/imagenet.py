@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from onlymine.experiments.protocol import METHODS, Protocol, ProtocolResult
+from onlymine.experiments.protocol import METHODS, Protocol, ProtocolResult, held_out_mean
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,10 @@ def comparison(res: ProtocolResult, results: dict[str, Any]) -> str:
             lines.append(f"- {o['label']}: authorized {report.percent(o['authorized_mean'])}% (lowest row "
                          f"{report.percent(o['authorized_min'])}%), unauthorized average "
                          f"{report.percent(o['unauthorized_mean'])}%, PSNR {report.number(o['psnr'])} dB.")
+            base = key.removesuffix("-sur")
+            if base != key and base in ov:
+                lines.append(f"  - {ov[base]['label']} on the same held-out cells (no surrogate): "
+                             f"{report.percent(held_out_mean(res, base, key))}%.")
     meta = results["meta"]
     not_pre = [k for k, v in meta["models"].items() if not v["pretrained"]]
     lines += ["", "Differences that matter when reading these numbers: the paper used six models and the full "

@@ -159,6 +159,10 @@ def run_protocol(p: Protocol) -> ProtocolResult:
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     names = [p.name_of(f) for f in p.files]
+    needs_three = [m.key for m in p.methods if m.surrogate]
+    if needs_three and len(p.authorized) < 3:  # checked before any protection runs
+        raise ValueError(f"method(s) {needs_three} need 3 or more models: one authorized, one surrogate and at "
+                         "least one held out to judge")
     if len(set(names)) != len(names):
         raise ValueError("two photos have the same name; give each a distinct relative path")
     clean_cache: dict[tuple[str, str], Any] = {}
@@ -178,9 +182,6 @@ def run_protocol(p: Protocol) -> ProtocolResult:
                 continue
             s = m.settings(spec, p.overrides)
             if m.surrogate:
-                if len(p.authorized) < 3:
-                    raise ValueError(f"method {m.key} needs 3 or more models: one authorized, one surrogate and "
-                                     "at least one held out to judge")
                 job.surrogates = [p.authorized[(i + 1) % len(p.authorized)]]
                 s = replace(s, surrogates=job.surrogates)
             prot = Protector(s, device=p.device, model=p.load_model(spec))
@@ -265,6 +266,16 @@ def matrix(res: ProtocolResult, method: str, subset: str = "all", restricted: bo
                                                                    if r["judge"] not in excluded}, q, n,
                                      job.method.label, tuple(sorted(excluded))))
     return rows
+
+
+def held_out_mean(res: ProtocolResult, method: str, like: str, subset: str = "all", restricted: bool = True,
+                  transform: str = "none", metric: str = "accuracy") -> float | None:
+    """``method``'s unauthorized average over only the cells the surrogate method ``like`` scores (its held-out
+    judges): the like-for-like comparison for a surrogate row."""
+    rows = matrix(res, method, subset, restricted, transform, metric)
+    ref = matrix(res, like, subset, restricted, transform, metric)
+    return report.mean(report.mean(r.scores.get(j) for j in o.scores if j != o.authorized)
+                       for r, o in zip(rows, ref, strict=True))
 
 
 def surrogate_judges(res: ProtocolResult, job: Job) -> set[str]:

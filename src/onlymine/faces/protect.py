@@ -169,7 +169,7 @@ class FaceProtector(Protector):
     def _load_surrogates(self) -> list[tuple[Classifier, list[str]]]:
         """Surrogate face models (embedding models need no gallery: only their features are used)."""
         s = self.settings
-        return list(load_surrogates(s.surrogates, s.model, self.device, wrap=as_face_model))
+        return load_surrogates(s.surrogates, s.model, self.device, wrap=as_face_model)
 
     def _surrogate_views(self, items: Sequence[FaceItem], images: Sequence[torch.Tensor]) -> list[tuple[
             Classifier, list[str]]]:

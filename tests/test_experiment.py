@@ -194,3 +194,26 @@ def test_held_out_mean_compares_on_the_surrogate_rows_cells_and_two_models_are_r
     rc = main(["experiment", "imagenet", "-o", str(tmp_path / "two"), "--data", str(three_photos), "--limit", "1",
                "--models", *MODELS, "--methods", "clean", "fmd-plus-sur", "--steps", "1", "--no-progress"])
     assert rc == 2 and not (tmp_path / "two" / "fmd-plus-sur").exists()
+
+
+def test_baseline_claim_names_the_baselines_that_do_not_count(monkeypatch: pytest.MonkeyPatch):
+    """'FMD below every baseline that keeps the authorized model' must say which baselines were left out and why,
+    so the claim is never vacuously true without the reader seeing it."""
+    from types import SimpleNamespace
+
+    from onlymine.experiments import protocol
+
+    ov = [{"method": "clean", "label": "Clean", "authorized_min": 1.0, "unauthorized_mean": 1.0},
+          {"method": "uniform-noise", "label": "UniformNoise", "authorized_min": 0.97, "unauthorized_mean": 0.98},
+          {"method": "fmd-paper", "label": "FMD", "authorized_min": 1.0, "unauthorized_mean": 0.48}]
+    monkeypatch.setattr(protocol, "overview", lambda *a, **k: ov)
+    monkeypatch.setattr(protocol, "matrix", lambda *a, **k: [])
+    res = SimpleNamespace(protocol=SimpleNamespace(methods=[SimpleNamespace(key=o["method"]) for o in ov]), jobs=[])
+    claim = next(c for c in protocol.checks(res) if "below every baseline" in c[0])
+    assert claim[1] is True
+    assert "none qualifies" in claim[2] and "not kept: UniformNoise 98.00% (authorized min 97.00%)" in claim[2]
+    ov[1]["authorized_min"] = 1.0  # now it counts, and FMD is below it
+    claim = next(c for c in protocol.checks(res) if "below every baseline" in c[0])
+    assert claim[1] is True and "baselines: UniformNoise 98.00%" in claim[2] and "not kept" not in claim[2]
+    ov[2]["unauthorized_mean"] = 0.99  # above a qualifying baseline: the claim fails
+    assert next(c for c in protocol.checks(res) if "below every baseline" in c[0])[1] is False

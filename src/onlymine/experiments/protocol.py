@@ -322,6 +322,10 @@ def checks(res: ProtocolResult, methods: Sequence[str] = ("fmd-paper", "fmd", "f
         ok = mine is not None and all(o["unauthorized_mean"] is not None and mine < o["unauthorized_mean"]
                                       for o in base)
         ev = ", ".join(f"{o['label']} {report.percent(o['unauthorized_mean'])}%" for o in base) or "none qualifies"
+        rest = [o for k, o in ov.items() if k != CLEAN and not k.startswith("fmd") and o not in base]
+        if rest:  # say why the other baselines do not count, so the claim is never silently vacuous
+            ev += "; not kept: " + ", ".join(f"{o['label']} {report.percent(o['unauthorized_mean'])}% (authorized "
+                                            f"min {report.percent(o['authorized_min'])}%)" for o in rest)
         out.append((f"{method}: unauthorized average below every baseline that keeps the authorized model "
                     f">= {threshold:.0%}", ok, f"{method} {report.percent(mine)}%; baselines: {ev}"))
     have = {(j.method.key, t) for j in res.jobs if j.evaluation for t in j.evaluation.meta.get("transforms", [])}

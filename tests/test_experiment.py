@@ -92,6 +92,12 @@ def test_markdown_states_machine_date_counts_and_paper(experiment: Path):
         assert s in md, s
     html = (experiment / "report.html").read_text()
     assert "figures/grid.png" in html and "<table>" in html
+    # the time over every invocation is the manifests' per-image seconds (resumed work included)
+    recorded = sum(json.loads(line)["seconds"] for f in experiment.glob("*/*/manifest.jsonl")
+                   for line in f.read_text().splitlines() if line.strip())
+    meta = json.loads((experiment / "results.json").read_text())["meta"]
+    assert recorded > 0 and meta["protect_time_s"] == pytest.approx(recorded, abs=0.5)
+    assert f"**Protection time over every invocation:** {recorded / 60:.1f} min" in md
 
 
 def test_resume_redoes_nothing(experiment: Path, three_photos: Path):

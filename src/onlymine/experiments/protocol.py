@@ -197,6 +197,7 @@ def run_protocol(p: Protocol) -> ProtocolResult:
                 "failed_verification": sum(r["status"] == "failed" for r in rows),
                 "errors": summary.count("error"),
                 "seconds_per_image": report.mean(r.get("seconds") for r in rows),
+                "seconds_total": round(sum(float(r.get("seconds") or 0.0) for r in rows), 1),
                 "retried": sum(int(r.get("attempts", 1)) > 1 for r in rows),
             }
             for o in summary.outcomes:
@@ -404,6 +405,7 @@ def run_meta(res: ProtocolResult, command: str) -> dict[str, Any]:
         models[spec] = {"pretrained": cfg.pretrained, "weights": cfg.weights}
     return {"experiment": p.name, "command": command, "machine": machine(), "date": res.started,
             "wall_time_s": round(res.wall_s, 1), "data": str(p.root), "images": counts,
+            "protect_time_s": round(sum(j.protect.get("seconds_total", 0.0) for j in res.jobs), 1),
             "restricted_images": rcounts, "models": models, "judges": [j.name for j in p.judges],
             "transforms": list(p.transforms), "overrides": {k: v for k, v in p.overrides.items() if v is not None},
             "lpips": res.clean.meta.get("lpips_note")}
@@ -474,6 +476,8 @@ def markdown_report(res: ProtocolResult, results: dict[str, Any], title: str, in
     lines += [f"- **Machine:** {meta['machine']}", f"- **Date:** {meta['date']}",
               f"- **Wall time of this invocation:** {meta['wall_time_s'] / 60:.1f} min (protect + evaluate; work "
               "an earlier, interrupted run already did is resumed, not redone, and not counted)",
+              f"- **Protection time over every invocation:** {meta.get('protect_time_s', 0) / 60:.1f} min (the sum "
+              "of the per-image seconds in the protect manifests, resumed work included; evaluation not included)",
               f"- **Data:** `{meta['data']}`; images per subset: "
               + ", ".join(f"{k} {v}" for k, v in meta["images"].items())
               + "; restricted (every model right when clean): "

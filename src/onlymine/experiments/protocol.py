@@ -312,8 +312,9 @@ def checks(res: ProtocolResult, methods: Sequence[str] = ("fmd-paper", "fmd", "f
     """The issue's "what it must show", evaluated on this run: (claim, holds, evidence) per FMD method."""
     out = []
     ov = {o["method"]: o for o in overview(res, subset, True)}
-    base = [o for k, o in ov.items() if k != CLEAN and not k.startswith("fmd")
-            and o["authorized_min"] is not None and o["authorized_min"] >= threshold]
+    baselines = [o for k, o in ov.items() if k != CLEAN and not k.startswith("fmd")]
+    base = [o for o in baselines if o["authorized_min"] is not None and o["authorized_min"] >= threshold]
+    rest = [o for o in baselines if o not in base]  # named in the evidence, so the claim is never silently vacuous
     for method in [m.key for m in res.protocol.methods if m.key in methods]:
         rows = matrix(res, method, subset, True)
         worst = min((r.own for r in rows if r.own is not None), default=None)
@@ -323,8 +324,7 @@ def checks(res: ProtocolResult, methods: Sequence[str] = ("fmd-paper", "fmd", "f
         ok = mine is not None and all(o["unauthorized_mean"] is not None and mine < o["unauthorized_mean"]
                                       for o in base)
         ev = ", ".join(f"{o['label']} {report.percent(o['unauthorized_mean'])}%" for o in base) or "none qualifies"
-        rest = [o for k, o in ov.items() if k != CLEAN and not k.startswith("fmd") and o not in base]
-        if rest:  # say why the other baselines do not count, so the claim is never silently vacuous
+        if rest:
             ev += "; not kept: " + ", ".join(f"{o['label']} {report.percent(o['unauthorized_mean'])}% (authorized "
                                             f"min {report.percent(o['authorized_min'])}%)" for o in rest)
         out.append((f"{method}: unauthorized average below every baseline that keeps the authorized model "

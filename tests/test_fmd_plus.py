@@ -114,7 +114,7 @@ def test_cosine_schedule_decays_from_alpha_to_a_quarter_and_keeps_old_resume_key
     assert all(float((v - x).abs().max()) <= s.eps + 1e-6 for v, x in zip(atk(xs), xs, strict=True))
     # the new fields stay out of the resume key at their defaults, so runs recorded before it still resume
     base = ProtectSettings.build(model="tiny", attack="fmd+", steps=3)
-    d = {k: v for k, v in base.to_dict().items() if k not in ("preset", "schedule", "surrogates")}
+    d = {k: v for k, v in base.to_dict().items() if k not in ("preset", "schedule", "surrogates", "linbp", "importance")}
     import hashlib
     import json
 
@@ -211,3 +211,62 @@ def test_surrogate_settings_resume_keys_and_errors(monkeypatch) -> None:  # noqa
     assert names == sur.spread_layers() and prot.attack.surrogates[0][1] == names
     assert prot.attack.config()["surrogates"] == {sur.name: names}
 
+
+
+def test_linear_backward_changes_gradients_only_and_is_wired() -> None:
+    from onlymine.attacks.fmd_plus import linear_backward
+    from onlymine.protect import build_attack
+    from onlymine.settings import ProtectSettings
+
+    net = tiny_classifier().net
+    net[1].inplace = True  # torchvision's ReLU6 modules are in-place
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    plain_out = net(x)
+    (plain,) = torch.autograd.grad(plain_out.sum(), x)
+    with linear_backward(net):
+        lin_out = net(x)
+        (lin,) = torch.autograd.grad(lin_out.sum(), x)
+    assert torch.equal(plain_out, lin_out)  # forward values untouched
+    assert not torch.allclose(plain, lin)  # the ReLUs no longer gate the gradient
+    # a fully linear backward pass is the gradient of the same network without its ReLUs
+    linear = torch.nn.Sequential(*(m for m in net if not isinstance(m, torch.nn.ReLU)))
+    (want,) = torch.autograd.grad(linear(x).sum(), x)
+    assert torch.allclose(lin, want, atol=1e-5)
+    with linear_backward(net, start=0.5):  # only the second ReLU is linearised
+        (half,) = torch.autograd.grad(net(x).sum(), x)
+    assert not torch.allclose(half, lin) and not torch.allclose(half, plain)
+    assert not any(m._forward_hooks for m in net.modules())  # hooks removed on exit
+    assert net[1].inplace and not net[3].inplace
+    # settings -> attack; off by default and then out of the resume key
+    s = ProtectSettings.build(model="tiny", attack="fmd+", steps=3, linbp=0.5)
+    atk = build_attack(tiny_classifier(), s.resolved())
+    assert atk.linbp == 0.5 and atk.config()["linbp"] == 0.5
+    assert s.key() != ProtectSettings.build(model="tiny", attack="fmd+", steps=3).key()
+    xs = _images(2)
+    assert all(float((v - x).abs().max()) <= s.eps + 1e-6 for v, x in zip(atk(xs), xs, strict=True))
+
+
+def test_importance_decrease_and_fia_mode() -> None:
+    from onlymine.attacks.fmd_plus import importance_decrease
+    from onlymine.protect import build_attack
+    from onlymine.settings import ProtectSettings
+
+    clean = {"a": torch.ones(2, 4)}
+    w = {"a": torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])}
+    shrink = {"a": torch.tensor([[0.0, 1, 1, 1], [1.0, 1, 1, 1]])}
+    # image 0 lost its important feature (decrease 1 / (1 * 2)); image 1 changed nothing
+    assert torch.allclose(importance_decrease(shrink, clean, w), torch.tensor([0.5, 0.0]))
+    assert torch.allclose(importance_decrease({"a": 2 * torch.ones(2, 4)}, clean, w), torch.tensor([-0.5, -0.5]))
+    clf = tiny_classifier()
+    xs = _images(3)
+    atk = FMDPlus(clf, [TINY_LAYER, "0"], eps=8 / 255, alpha=2 / 255, steps=5, importance=3, seed=2)
+    weights = atk._importance(xs, clf.predict(xs)[0], None, torch.Generator().manual_seed(0))
+    assert set(weights) == {TINY_LAYER, "0"} and all(float(v.abs().sum()) > 0 for v in weights.values())
+    adv = atk(xs)
+    clean_pred = clf.predict(xs)[0]
+    for a, x in zip(adv, xs, strict=True):
+        assert float((a - x).abs().max()) <= 8 / 255 + 1e-6
+    assert [r["kept"] for r in atk.records] == (clf.predict(adv)[0] == clean_pred).tolist()
+    s = ProtectSettings.build(model="tiny", attack="fmd+", steps=2, importance=4)
+    assert build_attack(clf, s.resolved()).importance == 4
+    assert s.key() != ProtectSettings.build(model="tiny", attack="fmd+", steps=2).key()

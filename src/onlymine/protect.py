@@ -79,7 +79,8 @@ def build_attack(model: Classifier, s: ProtectSettings, surrogates: Surrogates =
                                  lam=PLUS_LAM if s.lam is None else float(s.lam), kappa=s.kappa,
                                  momentum=s.momentum, diversity=s.diversity, ti_kernel=s.ti_kernel,
                                  jpeg_prob=s.jpeg_prob, texture=s.texture, schedule=s.schedule,
-                                 random_start=s.random_start, seed=s.seed, surrogates=surrogates)
+                                 random_start=s.random_start, seed=s.seed, surrogates=surrogates,
+                                 linbp=s.linbp, importance=s.importance)
     if s.attack == "fmd":
         return FMD(model, layers, eps=s.eps, alpha=s.alpha, steps=s.steps, lam=float(s.lam or 0.0),
                    random_start=s.random_start, keep_best=s.keep_best, seed=s.seed, early_stop=s.early_stop)

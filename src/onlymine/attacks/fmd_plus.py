@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io as _io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,23 @@ def relative_distortion(feats: dict[str, torch.Tensor], clean: dict[str, torch.T
     for name, f in feats.items():
         c = clean[name].float()
         d = (f.float() - c).pow(2).flatten(1).sum(1) / c.pow(2).flatten(1).sum(1).clamp_min(1e-12)
+        total = d if total is None else total + d
+    assert total is not None
+    return total
+
+
+def importance_decrease(feats: dict[str, torch.Tensor], clean: dict[str, torch.Tensor],
+                        weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum over layers of ``-<w_l, f_l(x*) - f_l(x)> / (||w_l|| ||f_l(x)||)`` per image -> (N,).
+
+    ``w_l`` is a feature-importance map (FIA: the aggregate gradient of the class logit with respect to
+    ``f_l``); the term grows as the features that carry the class evidence shrink, scaled like a relative
+    distortion so that the keep term's weight means the same."""
+    total = None
+    for name, f in feats.items():
+        c, w = clean[name].float(), weights[name].float()
+        d = -(w * (f.float() - c)).flatten(1).sum(1) / (
+            w.flatten(1).norm(dim=1) * c.flatten(1).norm(dim=1)).clamp_min(1e-12)
         total = d if total is None else total + d
     assert total is not None
     return total
@@ -59,6 +77,32 @@ def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
     Image.fromarray(arr).save(buf, format="JPEG", quality=quality)
     out = np.asarray(Image.open(buf).convert("RGB"), dtype=np.float32) / 255
     return torch.from_numpy(out).permute(2, 0, 1).to(x.device)
+
+
+@contextmanager
+def linear_backward(net: torch.nn.Module, start: float = 0.0) -> Iterator[None]:
+    """Inside the block, the ReLU/ReLU6 modules of ``net`` from fraction ``start`` of their order on pass
+    gradients through unchanged (LinBP).
+
+    Forward values are untouched (``out = x + (relu(x) - x).detach()``); only the backward pass sees a network
+    that is linear from that depth on. Guo et al., "Backpropagating Linearly Improves Transferability of
+    Adversarial Examples", NeurIPS 2020: gradients of the partly linearised network transfer better."""
+    def hook(_m: torch.nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+        return inp[0] + (out - inp[0]).detach()
+
+    acts = [m for m in net.modules() if isinstance(m, torch.nn.ReLU | torch.nn.ReLU6)]
+    acts = acts[math.floor(start * len(acts)):]
+    inplace = [m.inplace for m in acts]
+    for m in acts:  # an in-place activation would overwrite the input the hook needs
+        m.inplace = False
+    handles = [m.register_forward_hook(hook) for m in acts]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for m, flag in zip(acts, inplace, strict=True):
+            m.inplace = flag
 
 
 SCHEDULES = ("constant", "cosine")
@@ -108,6 +152,13 @@ class FMDPlus(Attack):
         texture: use :func:`texture_budget` (per-pixel budget between ``texture_floor*eps`` and ``eps``).
         schedule: ``"constant"`` step ``alpha``, or ``"cosine"``: from ``alpha`` down to ``alpha/4`` (large
             steps to travel, small ones to settle; see :func:`step_size`).
+        importance: FIA (Wang et al., "Feature Importance-aware Transferable Adversarial Attacks", ICCV 2021):
+            with ``importance`` > 0 random pixel-dropped copies (keep probability 0.7) per input-diversity view,
+            the authorized taps' distortion becomes the decrease of the features weighted by the aggregate
+            gradient of the class logit (:func:`importance_decrease`); 0 keeps the plain relative distortion.
+        linbp: backpropagate linearly through the ReLU/ReLU6 activations from this fraction of their order on
+            (0: all of them; None: off; :func:`linear_backward`, Guo et al., NeurIPS 2020). Forward values, the
+            keep term's check and the best-iterate rule are unchanged.
         surrogates: optional public models ``(classifier, layers)`` whose relative feature distortion is
             added to the objective (weight ``surrogate_weight`` each). They only make the perturbation more
             general; the keep term and the best-iterate rule still use the authorized model alone. Evaluate
@@ -129,7 +180,8 @@ class FMDPlus(Attack):
                  texture: bool = False, texture_floor: float = 0.5, schedule: str = "constant",
                  random_start: bool = True, seed: int | None = 0, n_transforms: int = 6,
                  surrogates: Sequence[tuple[Classifier, Sequence[str]]] = (),
-                 surrogate_weight: float = 1.0) -> None:
+                 surrogate_weight: float = 1.0, linbp: float | None = None,
+                 importance: int = 0) -> None:
         self.layers = [layers] if isinstance(layers, str) else list(layers)
         super().__init__(model, eps=eps, seed=seed, record_layers=self.layers)
         for name in self.layers:
@@ -140,7 +192,8 @@ class FMDPlus(Attack):
         self.random_start, self.n_transforms = random_start, int(n_transforms)
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown step schedule {schedule!r}; choose one of {SCHEDULES}")
-        self.schedule = schedule
+        self.schedule, self.linbp = schedule, None if linbp is None else float(linbp)
+        self.importance = int(importance)
         self.surrogates = [(clf, [layer] if isinstance(layer, str) else list(layer)) for clf, layer in surrogates]
         for clf, names in self.surrogates:
             for name in names:
@@ -149,7 +202,7 @@ class FMDPlus(Attack):
 
     def config(self) -> dict[str, Any]:
         keys = ("layers", "alpha", "steps", "lam", "kappa", "momentum", "diversity", "ti_kernel", "jpeg_prob",
-                "texture", "texture_floor", "schedule", "random_start", "n_transforms")
+                "texture", "texture_floor", "schedule", "random_start", "n_transforms", "linbp", "importance")
         out = {**super().config(), **{k: getattr(self, k) for k in keys}}
         if self.surrogates:
             out["surrogates"] = {clf.name: names for clf, names in self.surrogates}
@@ -193,10 +246,27 @@ class FMDPlus(Attack):
             out.append(dict(feats))
         return out
 
+    def _importance(self, x: list[torch.Tensor], y: torch.Tensor, t: tuple[int, int, int] | None,
+                    gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """FIA aggregate gradient: the mean over pixel-dropped copies of d logit_y / d f_l, per tapped layer."""
+        z = self.model.preprocess(x).detach()
+        total: dict[str, torch.Tensor] = {}
+        for _ in range(self.importance):
+            keep = (torch.rand(z.shape[0], 1, *z.shape[2:], generator=gen) < 0.7).to(z)
+            with self.model.taps.capture(self.layers) as feats:
+                logits = self.model.run_net(self._apply((z * keep).requires_grad_(True), t))
+            names = list(feats)
+            grads = torch.autograd.grad(logits.float().gather(1, y[:, None]).sum(), [feats[n] for n in names])
+            for n, g in zip(names, grads, strict=True):
+                total[n] = total.get(n, 0) + g.detach().float() / self.importance
+        return total
+
     def _distortion(self, x: list[torch.Tensor], feats: dict, k: int, clean: list[dict],
-                    clean_sur: list[list[dict]], t: tuple[int, int, int] | None) -> torch.Tensor:
-        """Relative distortion of the authorized taps plus the weighted surrogates' (view ``k`` of the bank)."""
-        dist = relative_distortion(feats, clean[k])
+                    clean_sur: list[list[dict]], t: tuple[int, int, int] | None,
+                    weights: list[dict] | None = None) -> torch.Tensor:
+        """The authorized taps' relative distortion (or FIA importance decrease) plus the weighted surrogates'
+        relative distortion (view ``k`` of the bank)."""
+        dist = relative_distortion(feats, clean[k]) if not weights else importance_decrease(feats, clean[k], weights[k])
         if self.surrogates:
             for f, c in zip(self._surrogate_features(x, t), clean_sur[k], strict=True):
                 dist = dist + self.surrogate_weight * relative_distortion(f, c)
@@ -208,12 +278,13 @@ class FMDPlus(Attack):
         with torch.no_grad():
             clean = [self._forward(x0, t)[1] for t in bank]
             clean_sur = [self._surrogate_features(x0, t) for t in bank] if self.surrogates else [[] for _ in bank]
+        weights = [self._importance(x0, y, t, gen) for t in bank] if self.importance > 0 else None
         budgets = [texture_budget(x, self.eps, self.texture_floor) if self.texture else None for x in x0]
         x = [self._project(xi + uniform_like(xi, self.eps, gen) * (1 if b is None else b / self.eps), xi, b)
              if self.random_start else xi.clone() for xi, b in zip(x0, budgets, strict=True)]
         velocity = [torch.zeros_like(xi) for xi in x0]
         best = [xi.clone() for xi in x]
-        best_score = torch.full((len(x0),), -1.0, device=y.device)
+        best_score = torch.full((len(x0),), -math.inf, device=y.device)
         kernel = gaussian_kernel(self.ti_kernel, self.ti_kernel / 4).to(y.device) if self.ti_kernel > 1 else None
         for step in range(self.steps):
             alpha = step_size(self.alpha, step, self.steps, self.schedule)
@@ -223,8 +294,12 @@ class FMDPlus(Attack):
             jpeg_q = 50 + int(40 * float(draw[1])) if float(torch.rand(1, generator=gen)) < self.jpeg_prob else 0
             xs = [xi.requires_grad_(True) for xi in x]
             inp = [xi + (jpeg_round_trip(xi, jpeg_q) - xi).detach() for xi in xs] if jpeg_q else xs
-            logits, feats = self._forward(inp, bank[k])
-            dist = self._distortion(inp, feats, k, clean, clean_sur, bank[k])
+            with ExitStack() as stack:
+                if self.linbp is not None:
+                    for net in [self.model.net, *(clf.net for clf, _ in self.surrogates)]:
+                        stack.enter_context(linear_backward(net, self.linbp))
+                logits, feats = self._forward(inp, bank[k])
+                dist = self._distortion(inp, feats, k, clean, clean_sur, bank[k], weights)
             m = margin(logits, y)
             j = dist - self.lam * F.relu(self.kappa - m)
             grads = torch.autograd.grad(j.sum(), xs)
@@ -240,9 +315,9 @@ class FMDPlus(Attack):
                 x = new
         with torch.no_grad():
             logits, feats = self._forward(x, None)
-            self._update_best(best, best_score, x, self._distortion(x, feats, 0, clean, clean_sur, None),
+            self._update_best(best, best_score, x, self._distortion(x, feats, 0, clean, clean_sur, None, weights),
                               margin(logits, y))
-        return [b if float(s) >= 0 else xi for b, s, xi in zip(best, best_score, x, strict=True)]
+        return [b if math.isfinite(float(s)) else xi for b, s, xi in zip(best, best_score, x, strict=True)]
 
     def _project(self, x: torch.Tensor, x0: torch.Tensor, budget: torch.Tensor | None) -> torch.Tensor:
         if budget is None:

@@ -37,6 +37,12 @@ def add_attack_options(p: argparse.ArgumentParser) -> None:
                       help="texture-masked budget: less perturbation on flat regions (higher PSNR)")
     plus.add_argument("--schedule", choices=SCHEDULES,
                       help="step size over the steps: constant alpha, or cosine decay from alpha to alpha/4")
+    plus.add_argument("--importance", type=int, metavar="N",
+                      help="FIA: weight the distortion by feature importance from N pixel-dropped copies per view "
+                           "(0 = plain distortion, the default)")
+    plus.add_argument("--linbp", type=float, metavar="FRACTION",
+                      help="LinBP: backpropagate linearly through the ReLU/ReLU6 activations from this fraction of "
+                           "their order on (0 = all; off by default; changes gradients only)")
     plus.add_argument("--surrogate", dest="surrogates", action="append", metavar="SPEC",
                       help="public model whose features are distorted too (repeatable); judge the protection only "
                            "on models that are not surrogates")

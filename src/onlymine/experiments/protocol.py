@@ -70,6 +70,7 @@ METHODS: dict[str, Method] = {m.key: m for m in (
     Method("fmd", "FMD (onlymine layer/lam)", "fmd"),
     Method("fmd-plus", "FMD+ (onlymine, eps 16)", "fmd+"),
     Method("fmd-plus-mid", "FMD+ mid preset (eps 8)", "fmd+", preset="mid"),
+    Method("fmd-plus-fia", "FMD+ + FIA (importance 8, eps 16)", "fmd+", fixed=(("importance", 8),)),
     Method("fmd-plus-sur", "FMD+ + next model as surrogate (held out)", "fmd+", surrogate=True),
     Method("fmd-plus-mid-sur", "FMD+ mid + next model as surrogate (held out)", "fmd+", preset="mid", surrogate=True),
     Method("pgd", "PGD", "pgd", paper=True),
@@ -307,7 +308,7 @@ def _fmean(v: list[float | None]) -> float | None:
     return sum(fin) / len(fin) if fin else (math.inf if vals else None)
 
 
-def checks(res: ProtocolResult, methods: Sequence[str] = ("fmd-paper", "fmd", "fmd-plus", "fmd-plus-mid"), subset: str = "all",
+def checks(res: ProtocolResult, methods: Sequence[str] = ("fmd-paper", "fmd", "fmd-plus", "fmd-plus-fia", "fmd-plus-mid"), subset: str = "all",
            threshold: float = 0.99) -> list[tuple[str, bool, str]]:
     """The issue's "what it must show", evaluated on this run: (claim, holds, evidence) per FMD method."""
     out = []

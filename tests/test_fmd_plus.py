@@ -244,6 +244,7 @@ def test_linear_backward_changes_gradients_only_and_is_wired() -> None:
     assert s.key() != ProtectSettings.build(model="tiny", attack="fmd+", steps=3).key()
     xs = _images(2)
     assert all(float((v - x).abs().max()) <= s.eps + 1e-6 for v, x in zip(atk(xs), xs, strict=True))
+    assert not any(m._forward_hooks for m in atk.model.net.modules())  # the attack leaves no hooks behind
 
 
 def test_importance_decrease_and_fia_mode() -> None:
@@ -260,13 +261,15 @@ def test_importance_decrease_and_fia_mode() -> None:
     clf = tiny_classifier()
     xs = _images(3)
     atk = FMDPlus(clf, [TINY_LAYER, "0"], eps=8 / 255, alpha=2 / 255, steps=5, importance=3, seed=2)
-    weights = atk._importance(xs, clf.predict(xs)[0], None, torch.Generator().manual_seed(0))
+    weights = atk._importance(clf.preprocess(xs), clf.predict(xs)[0], None, torch.Generator().manual_seed(0))
     assert set(weights) == {TINY_LAYER, "0"} and all(float(v.abs().sum()) > 0 for v in weights.values())
     adv = atk(xs)
     clean_pred = clf.predict(xs)[0]
     for a, x in zip(adv, xs, strict=True):
         assert float((a - x).abs().max()) <= 8 / 255 + 1e-6
     assert [r["kept"] for r in atk.records] == (clf.predict(adv)[0] == clean_pred).tolist()
+    plain = FMDPlus(clf, [TINY_LAYER, "0"], eps=8 / 255, alpha=2 / 255, steps=5, seed=2)(xs)
+    assert any(not torch.equal(a, b) for a, b in zip(adv, plain, strict=True))  # FIA changes the objective
     s = ProtectSettings.build(model="tiny", attack="fmd+", steps=2, importance=4)
     assert build_attack(clf, s.resolved()).importance == 4
     assert s.key() != ProtectSettings.build(model="tiny", attack="fmd+", steps=2).key()

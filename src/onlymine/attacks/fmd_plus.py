@@ -246,10 +246,10 @@ class FMDPlus(Attack):
             out.append(dict(feats))
         return out
 
-    def _importance(self, x: list[torch.Tensor], y: torch.Tensor, t: tuple[int, int, int] | None,
+    def _importance(self, z: torch.Tensor, y: torch.Tensor, t: tuple[int, int, int] | None,
                     gen: torch.Generator) -> dict[str, torch.Tensor]:
-        """FIA aggregate gradient: the mean over pixel-dropped copies of d logit_y / d f_l, per tapped layer."""
-        z = self.model.preprocess(x).detach()
+        """FIA aggregate gradient: the mean over pixel-dropped copies of d logit_y / d f_l, per tapped layer
+        (``z``: the preprocessed clean batch, seen through view ``t``)."""
         total: dict[str, torch.Tensor] = {}
         for _ in range(self.importance):
             keep = (torch.rand(z.shape[0], 1, *z.shape[2:], generator=gen) < 0.7).to(z)
@@ -278,7 +278,10 @@ class FMDPlus(Attack):
         with torch.no_grad():
             clean = [self._forward(x0, t)[1] for t in bank]
             clean_sur = [self._surrogate_features(x0, t) for t in bank] if self.surrogates else [[] for _ in bank]
-        weights = [self._importance(x0, y, t, gen) for t in bank] if self.importance > 0 else None
+        weights = None
+        if self.importance > 0:
+            z0 = self.model.preprocess(x0).detach()
+            weights = [self._importance(z0, y, t, gen) for t in bank]
         budgets = [texture_budget(x, self.eps, self.texture_floor) if self.texture else None for x in x0]
         x = [self._project(xi + uniform_like(xi, self.eps, gen) * (1 if b is None else b / self.eps), xi, b)
              if self.random_start else xi.clone() for xi, b in zip(x0, budgets, strict=True)]
@@ -286,33 +289,33 @@ class FMDPlus(Attack):
         best = [xi.clone() for xi in x]
         best_score = torch.full((len(x0),), -math.inf, device=y.device)
         kernel = gaussian_kernel(self.ti_kernel, self.ti_kernel / 4).to(y.device) if self.ti_kernel > 1 else None
-        for step in range(self.steps):
-            alpha = step_size(self.alpha, step, self.steps, self.schedule)
-            draw = torch.rand(2, generator=gen)
-            k = 1 + int(torch.randint(0, self.n_transforms, (1,), generator=gen)) if (
-                self.n_transforms and float(draw[0]) < self.diversity) else 0
-            jpeg_q = 50 + int(40 * float(draw[1])) if float(torch.rand(1, generator=gen)) < self.jpeg_prob else 0
-            xs = [xi.requires_grad_(True) for xi in x]
-            inp = [xi + (jpeg_round_trip(xi, jpeg_q) - xi).detach() for xi in xs] if jpeg_q else xs
-            with ExitStack() as stack:
-                if self.linbp is not None:
-                    for net in [self.model.net, *(clf.net for clf, _ in self.surrogates)]:
-                        stack.enter_context(linear_backward(net, self.linbp))
+        with ExitStack() as linear:  # LinBP's hooks for the steps only (forward values are unchanged)
+            if self.linbp is not None:
+                for net in [self.model.net, *(clf.net for clf, _ in self.surrogates)]:
+                    linear.enter_context(linear_backward(net, self.linbp))
+            for step in range(self.steps):
+                alpha = step_size(self.alpha, step, self.steps, self.schedule)
+                draw = torch.rand(2, generator=gen)
+                k = 1 + int(torch.randint(0, self.n_transforms, (1,), generator=gen)) if (
+                    self.n_transforms and float(draw[0]) < self.diversity) else 0
+                jpeg_q = 50 + int(40 * float(draw[1])) if float(torch.rand(1, generator=gen)) < self.jpeg_prob else 0
+                xs = [xi.requires_grad_(True) for xi in x]
+                inp = [xi + (jpeg_round_trip(xi, jpeg_q) - xi).detach() for xi in xs] if jpeg_q else xs
                 logits, feats = self._forward(inp, bank[k])
                 dist = self._distortion(inp, feats, k, clean, clean_sur, bank[k], weights)
-            m = margin(logits, y)
-            j = dist - self.lam * F.relu(self.kappa - m)
-            grads = torch.autograd.grad(j.sum(), xs)
-            with torch.no_grad():
-                if k == 0 and not jpeg_q:  # an undistorted view: a valid candidate for "best"
-                    self._update_best(best, best_score, x, dist, m)
-                new = []
-                for i, (xi, g) in enumerate(zip(x, grads, strict=True)):
-                    if kernel is not None:
-                        g = F.conv2d(g[None], kernel, padding=self.ti_kernel // 2, groups=3)[0]
-                    velocity[i] = self.momentum * velocity[i] + g / g.abs().mean().clamp_min(1e-12)
-                    new.append(self._project(xi + alpha * velocity[i].sign(), x0[i], budgets[i]))
-                x = new
+                m = margin(logits, y)
+                j = dist - self.lam * F.relu(self.kappa - m)
+                grads = torch.autograd.grad(j.sum(), xs)
+                with torch.no_grad():
+                    if k == 0 and not jpeg_q:  # an undistorted view: a valid candidate for "best"
+                        self._update_best(best, best_score, x, dist, m)
+                    new = []
+                    for i, (xi, g) in enumerate(zip(x, grads, strict=True)):
+                        if kernel is not None:
+                            g = F.conv2d(g[None], kernel, padding=self.ti_kernel // 2, groups=3)[0]
+                        velocity[i] = self.momentum * velocity[i] + g / g.abs().mean().clamp_min(1e-12)
+                        new.append(self._project(xi + alpha * velocity[i].sign(), x0[i], budgets[i]))
+                    x = new
         with torch.no_grad():
             logits, feats = self._forward(x, None)
             self._update_best(best, best_score, x, self._distortion(x, feats, 0, clean, clean_sur, None, weights),

@@ -71,6 +71,7 @@ METHODS: dict[str, Method] = {m.key: m for m in (
     Method("fmd-plus", "FMD+ (onlymine, eps 16)", "fmd+"),
     Method("fmd-plus-mid", "FMD+ mid preset (eps 8)", "fmd+", preset="mid"),
     Method("fmd-plus-fia", "FMD+ + FIA (importance 8, eps 16)", "fmd+", fixed=(("importance", 8),)),
+    Method("fmd-plus-mid-fia", "FMD+ mid + FIA (importance 8, eps 8)", "fmd+", preset="mid", fixed=(("importance", 8),)),
     Method("fmd-plus-sur", "FMD+ + next model as surrogate (held out)", "fmd+", surrogate=True),
     Method("fmd-plus-mid-sur", "FMD+ mid + next model as surrogate (held out)", "fmd+", preset="mid", surrogate=True),
     Method("pgd", "PGD", "pgd", paper=True),

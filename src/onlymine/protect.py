@@ -80,7 +80,8 @@ def build_attack(model: Classifier, s: ProtectSettings, surrogates: Surrogates =
                                  momentum=s.momentum, diversity=s.diversity, ti_kernel=s.ti_kernel,
                                  jpeg_prob=s.jpeg_prob, texture=s.texture, schedule=s.schedule,
                                  random_start=s.random_start, seed=s.seed, surrogates=surrogates,
-                                 linbp=s.linbp, importance=s.importance)
+                                 linbp=s.linbp, importance=s.importance,
+                                 views=s.views, shuffle=s.shuffle, robust_keep=s.robust_keep)
     if s.attack == "fmd":
         return FMD(model, layers, eps=s.eps, alpha=s.alpha, steps=s.steps, lam=float(s.lam or 0.0),
                    random_start=s.random_start, keep_best=s.keep_best, seed=s.seed, early_stop=s.early_stop)

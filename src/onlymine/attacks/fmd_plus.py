@@ -15,6 +15,7 @@ from PIL import Image
 
 from onlymine.attacks.base import Attack, project, uniform_like
 from onlymine.attacks.fmd import margin
+from onlymine.attacks.views import BlockShuffle, ResizePad
 from onlymine.models.classifier import Classifier
 
 
@@ -159,6 +160,15 @@ class FMDPlus(Attack):
         linbp: backpropagate linearly through the ReLU/ReLU6 activations from this fraction of their order on
             (0: all of them; None: off; :func:`linear_backward`, Guo et al., NeurIPS 2020). Forward values, the
             keep term's check and the best-iterate rule are unchanged.
+        views: with ``views`` > 1 (or ``shuffle``), each step averages the objective over the image itself and
+            ``views`` fresh random views in one batched pass (clean features recomputed under each view; the
+            keep term and the best-iterate rule use the image itself; ``diversity`` and the fixed bank are then
+            unused). Surrogates see the same views, scaled to their input size. Not combined with ``importance``.
+        shuffle: BSR (Wang et al., "Boosting Adversarial Transferability by Block Shuffle and Rotation", CVPR
+            2024): the random views cut the image into ``shuffle`` x ``shuffle`` blocks, rotate and shuffle them
+            (:class:`~onlymine.attacks.views.BlockShuffle`); 0 uses resize-and-pad views.
+        robust_keep: the keep term and the best-iterate rule also check the authorized margin on a JPEG round
+            trip (quality 50..90) and a half-size copy of the image (one more batched forward per step).
         surrogates: optional public models ``(classifier, layers)`` whose relative feature distortion is
             added to the objective (weight ``surrogate_weight`` each). They only make the perturbation more
             general; the keep term and the best-iterate rule still use the authorized model alone. Evaluate
@@ -181,7 +191,7 @@ class FMDPlus(Attack):
                  random_start: bool = True, seed: int | None = 0, n_transforms: int = 6,
                  surrogates: Sequence[tuple[Classifier, Sequence[str]]] = (),
                  surrogate_weight: float = 1.0, linbp: float | None = None,
-                 importance: int = 0) -> None:
+                 importance: int = 0, views: int = 1, shuffle: int = 0, robust_keep: bool = False) -> None:
         self.layers = [layers] if isinstance(layers, str) else list(layers)
         super().__init__(model, eps=eps, seed=seed, record_layers=self.layers)
         for name in self.layers:
@@ -193,7 +203,14 @@ class FMDPlus(Attack):
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown step schedule {schedule!r}; choose one of {SCHEDULES}")
         self.schedule, self.linbp = schedule, None if linbp is None else float(linbp)
-        self.importance = int(importance)
+        self.importance, self.views, self.shuffle = int(importance), int(views), int(shuffle)
+        if self.views < 1 or self.shuffle < 0 or self.shuffle == 1:
+            raise ValueError(f"views must be >= 1 and shuffle 0 or >= 2 blocks (got views={views}, shuffle={shuffle})")
+        self.multi_view = self.views > 1 or self.shuffle > 0
+        self.robust_keep = bool(robust_keep)
+        self._n_views = self.views + 1 if self.multi_view else 1
+        if self.multi_view and importance:
+            raise ValueError("views > 1 / shuffle work without FIA (importance) so far")
         self.surrogates = [(clf, [layer] if isinstance(layer, str) else list(layer)) for clf, layer in surrogates]
         for clf, names in self.surrogates:
             for name in names:
@@ -202,7 +219,8 @@ class FMDPlus(Attack):
 
     def config(self) -> dict[str, Any]:
         keys = ("layers", "alpha", "steps", "lam", "kappa", "momentum", "diversity", "ti_kernel", "jpeg_prob",
-                "texture", "texture_floor", "schedule", "random_start", "n_transforms", "linbp", "importance")
+                "texture", "texture_floor", "schedule", "random_start", "n_transforms", "linbp", "importance",
+                "views", "shuffle", "robust_keep")
         out = {**super().config(), **{k: getattr(self, k) for k in keys}}
         if self.surrogates:
             out["surrogates"] = {clf.name: names for clf, names in self.surrogates}
@@ -224,10 +242,7 @@ class FMDPlus(Attack):
     def _apply(self, z: torch.Tensor, t: tuple[int, int, int] | None) -> torch.Tensor:
         if t is None:
             return z
-        size, top, left = t
-        h, w = z.shape[-2:]
-        small = F.interpolate(z, size=(size, size * w // h), mode="bilinear", align_corners=False, antialias=True)
-        return F.pad(small, (left, w - small.shape[-1] - left, top, h - size - top))
+        return ResizePad(*t)(z)
 
     def _forward(self, x: list[torch.Tensor], t: tuple[int, int, int] | None) -> tuple[torch.Tensor, dict]:
         with self.model.taps.capture(self.layers) as feats:
@@ -282,6 +297,8 @@ class FMDPlus(Attack):
         if self.importance > 0:
             z0 = self.model.preprocess(x0).detach()
             weights = [self._importance(z0, y, t, gen) for t in bank]
+        with torch.no_grad():  # the multi-view mode's clean batches, one per model (authorized first)
+            zs = [clf.preprocess(x0) for clf in [self.model, *(c for c, _ in self.surrogates)]] if self.multi_view else []
         budgets = [texture_budget(x, self.eps, self.texture_floor) if self.texture else None for x in x0]
         x = [self._project(xi + uniform_like(xi, self.eps, gen) * (1 if b is None else b / self.eps), xi, b)
              if self.random_start else xi.clone() for xi, b in zip(x0, budgets, strict=True)]
@@ -295,20 +312,28 @@ class FMDPlus(Attack):
                     linear.enter_context(linear_backward(net, self.linbp))
             for step in range(self.steps):
                 alpha = step_size(self.alpha, step, self.steps, self.schedule)
-                draw = torch.rand(2, generator=gen)
-                k = 1 + int(torch.randint(0, self.n_transforms, (1,), generator=gen)) if (
-                    self.n_transforms and float(draw[0]) < self.diversity) else 0
-                jpeg_q = 50 + int(40 * float(draw[1])) if float(torch.rand(1, generator=gen)) < self.jpeg_prob else 0
                 xs = [xi.requires_grad_(True) for xi in x]
-                inp = [xi + (jpeg_round_trip(xi, jpeg_q) - xi).detach() for xi in xs] if jpeg_q else xs
-                logits, feats = self._forward(inp, bank[k])
-                dist = self._distortion(inp, feats, k, clean, clean_sur, bank[k], weights)
-                m = margin(logits, y)
-                j = dist - self.lam * F.relu(self.kappa - m)
+                if self.multi_view:
+                    jpeg_q = self._draw_jpeg(gen)
+                    inp = self._jpeg(xs, jpeg_q)
+                    dist, m, extra = self._multi_view(inp, zs, clean[0], clean_sur[0], y, gen)
+                    candidate = not jpeg_q  # the identity view is always in the batch
+                else:
+                    draw = torch.rand(2, generator=gen)
+                    k = 1 + int(torch.randint(0, self.n_transforms, (1,), generator=gen)) if (
+                        self.n_transforms and float(draw[0]) < self.diversity) else 0
+                    jpeg_q = 50 + int(40 * float(draw[1])) if float(torch.rand(1, generator=gen)) < self.jpeg_prob else 0
+                    inp = self._jpeg(xs, jpeg_q)
+                    logits, feats = self._forward(inp, bank[k])
+                    dist = self._distortion(inp, feats, k, clean, clean_sur, bank[k], weights)
+                    m, extra = margin(logits, y), 0.0
+                    candidate = k == 0 and not jpeg_q  # an undistorted view: a valid candidate for "best"
+                keep, valid = self._keep(inp, m, y, gen)
+                j = (dist + extra) / self._n_views - self.lam * keep
                 grads = torch.autograd.grad(j.sum(), xs)
                 with torch.no_grad():
-                    if k == 0 and not jpeg_q:  # an undistorted view: a valid candidate for "best"
-                        self._update_best(best, best_score, x, dist, m)
+                    if candidate:
+                        self._update_best(best, best_score, x, dist, valid)
                     new = []
                     for i, (xi, g) in enumerate(zip(x, grads, strict=True)):
                         if kernel is not None:
@@ -319,8 +344,70 @@ class FMDPlus(Attack):
         with torch.no_grad():
             logits, feats = self._forward(x, None)
             self._update_best(best, best_score, x, self._distortion(x, feats, 0, clean, clean_sur, None, weights),
-                              margin(logits, y))
+                              self._keep(x, margin(logits, y), y, gen)[1])
         return [b if math.isfinite(float(s)) else xi for b, s, xi in zip(best, best_score, x, strict=True)]
+
+    def _keep(self, x: list[torch.Tensor], m: torch.Tensor, y: torch.Tensor,
+              gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keep term (hinge on the authorized margin ``m`` of ``x``) and the margin the best-iterate rule checks.
+
+        With ``robust_keep`` the authorized model also sees a real JPEG round trip of ``x`` (quality drawn in
+        50..90, straight-through) and a half-size copy: the hinge covers all three margins and the rule takes the
+        smallest, so the saved image keeps its authorized prediction after common re-encoding too."""
+        if not self.robust_keep:
+            return F.relu(self.kappa - m), m
+        q = 50 + int(40 * float(torch.rand(1, generator=gen)))
+        half = [F.interpolate(xi[None], scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)[0]
+                for xi in x]
+        logits = self.model.run_net(self.model.preprocess(self._jpeg(x, q) + half))
+        rm = margin(logits, y.repeat(2)).view(2, -1)
+        keep = F.relu(self.kappa - m) + F.relu(self.kappa - rm).sum(0)
+        return keep, torch.minimum(m, rm.min(0).values)
+
+    def _draw_jpeg(self, gen: torch.Generator) -> int:
+        """JPEG quality for this step's straight-through round trip (0: none)."""
+        q = 50 + int(40 * float(torch.rand(1, generator=gen)))
+        return q if float(torch.rand(1, generator=gen)) < self.jpeg_prob else 0
+
+    @staticmethod
+    def _jpeg(xs: list[torch.Tensor], quality: int) -> list[torch.Tensor]:
+        """Straight-through JPEG: the forward pass sees the round trip, the gradient flows as if it did not."""
+        return [xi + (jpeg_round_trip(xi, quality) - xi).detach() for xi in xs] if quality else xs
+
+    def _multi_view(self, x: list[torch.Tensor], z0: list[torch.Tensor], clean: dict[str, torch.Tensor],
+                    clean_sur: list[dict], y: torch.Tensor,
+                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One batched pass per model over the identity and ``views`` fresh random views of ``x`` (BSR when
+        ``shuffle``, else resize-and-pad), each compared with the clean image under the same view.
+
+        ``z0``: the clean batch preprocessed for the authorized model, then for each surrogate; ``clean`` and
+        ``clean_sur``: their identity-view features. Returns the identity view's distortion (surrogates included)
+        and the authorized margin (the keep term and the best-iterate rule see the image itself), and the summed
+        distortion of the random views."""
+        h, w = z0[0].shape[-2:]
+        views = [BlockShuffle.draw(h, w, self.shuffle, gen) if self.shuffle else ResizePad.draw(h, gen)
+                 for _ in range(self.views)]
+        n = z0[0].shape[0]
+        models = [(self.model, self.layers), *self.surrogates]
+        dist = rest = margin_id = None
+        for i, ((clf, names), zc, cid) in enumerate(zip(models, z0, [clean, *clean_sur], strict=True)):
+            hs, ws = zc.shape[-2:]
+            vs = views if i == 0 else [v.scaled(hs, ws, hs / h) for v in views]
+            with torch.no_grad(), clf.taps.capture(names) as cf:
+                clf.run_net(torch.cat([v(zc) for v in vs]))
+                clean_views = dict(cf)
+            z = clf.preprocess(x)
+            with clf.taps.capture(names) as captured:
+                logits = clf.run_net(torch.cat([z, *(v(z) for v in vs)]))
+                feats = dict(captured)
+            weight = 1.0 if i == 0 else self.surrogate_weight
+            d = weight * relative_distortion({k: f[:n] for k, f in feats.items()}, cid)
+            r = weight * relative_distortion({k: f[n:] for k, f in feats.items()}, clean_views).view(len(vs), n).sum(0)
+            dist, rest = (d, r) if dist is None or rest is None else (dist + d, rest + r)
+            if i == 0:
+                margin_id = margin(logits[:n], y)
+        assert dist is not None and rest is not None and margin_id is not None
+        return dist, margin_id, rest
 
     def _project(self, x: torch.Tensor, x0: torch.Tensor, budget: torch.Tensor | None) -> torch.Tensor:
         if budget is None:

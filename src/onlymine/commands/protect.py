@@ -43,6 +43,14 @@ def add_attack_options(p: argparse.ArgumentParser) -> None:
     plus.add_argument("--linbp", type=float, metavar="FRACTION",
                       help="LinBP: backpropagate linearly through the ReLU/ReLU6 activations from this fraction of "
                            "their order on (0 = all; off by default; changes gradients only)")
+    plus.add_argument("--views", type=int, metavar="N",
+                      help="average each step over the image and N fresh random views in one batch (default 1: "
+                           "one input-diversity view per step from a fixed bank)")
+    plus.add_argument("--shuffle", type=int, metavar="BLOCKS",
+                      help="BSR: the random views shuffle and rotate BLOCKS x BLOCKS blocks (0 = resize-and-pad)")
+    plus.add_argument("--robust-keep", action=argparse.BooleanOptionalAction, default=None,
+                      help="keep the authorized prediction after a JPEG round trip and halving too (keep term and "
+                           "best-iterate rule; one more forward per step)")
     plus.add_argument("--surrogate", dest="surrogates", action="append", metavar="SPEC",
                       help="public model whose features are distorted too (repeatable); judge the protection only "
                            "on models that are not surrogates")

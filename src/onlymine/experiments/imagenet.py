@@ -139,7 +139,7 @@ def comparison(res: ProtocolResult, results: dict[str, Any]) -> str:
     lines = [f"The paper reports, on ImageNet with six pretrained models, authorized accuracy "
              f"{report.percent(PAPER_AUTHORIZED)}% and an unauthorized average of {report.percent(PAPER_UNAUTHORIZED)}% "
              "(eps 16/255, alpha 4/255, N 100). Here, on the restricted set:", ""]
-    for key in ("fmd-paper", "fmd", "fmd-plus", "fmd-plus-fia", "fmd-plus-mid", "fmd-plus-mid-fia", "fmd-plus-sur", "fmd-plus-mid-sur"):
+    for key in [m.key for m in res.protocol.methods if m.attack in ("fmd", "fmd+")]:
         if key in ov:
             o = ov[key]
             lines.append(f"- {o['label']}: authorized {report.percent(o['authorized_mean'])}% (lowest row "

@@ -30,7 +30,7 @@ from onlymine.evaluate import TRANSFORMS, Evaluation, Pair, evaluate_pairs, qual
 from onlymine.judges import Judge
 from onlymine.models import Classifier
 from onlymine.protect import Protector, protect_paths
-from onlymine.settings import DEFAULT_PRESET, ProtectSettings
+from onlymine.settings import DEFAULT_PRESET, KEY_NEUTRAL, ProtectSettings
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +64,25 @@ class Method:
                                      **dict(self.fixed), **o)
 
 
+OLD_MID = (("steps", 100), ("views", 1), ("shuffle", 0), ("robust_keep", False))  # the mid preset's search before BSR views (settings keys unchanged)
 METHODS: dict[str, Method] = {m.key: m for m in (
     Method(CLEAN, "Clean", None),
     Method("fmd-paper", "FMD (paper setting)", "fmd", paper=True),
     Method("fmd", "FMD (onlymine layer/lam)", "fmd"),
     Method("fmd-plus", "FMD+ (onlymine, eps 16)", "fmd+"),
     Method("fmd-plus-mid", "FMD+ mid preset (eps 8)", "fmd+", preset="mid"),
+    # the mid preset before BSR views (one input-diversity view per step, 100 steps): earlier reports' fmd-plus-mid
+    Method("fmd-plus-mid-di", "FMD+ mid, one DI view x 100 steps (eps 8)", "fmd+", preset="mid", fixed=OLD_MID),
     Method("fmd-plus-fia", "FMD+ + FIA (importance 8, eps 16)", "fmd+", fixed=(("importance", 8),)),
-    Method("fmd-plus-mid-fia", "FMD+ mid + FIA (importance 8, eps 8)", "fmd+", preset="mid", fixed=(("importance", 8),)),
+    Method("fmd-plus-mid-fia", "FMD+ mid + FIA (importance 8, eps 8)", "fmd+", preset="mid",
+           fixed=(("importance", 8), *OLD_MID)),
+    Method("fmd-plus-mid-bsr", "FMD+ mid + BSR views (5 per step, 50 steps, eps 8)", "fmd+", preset="mid",
+           fixed=(("steps", 50), ("views", 5), ("shuffle", 3), ("robust_keep", False))),
+    Method("fmd-plus-mid-bsr-rk", "FMD+ mid + BSR views + robust keep (eps 8)", "fmd+", preset="mid",
+           fixed=(("steps", 50), ("views", 5), ("shuffle", 3), ("robust_keep", True))),
     Method("fmd-plus-sur", "FMD+ + next model as surrogate (held out)", "fmd+", surrogate=True),
-    Method("fmd-plus-mid-sur", "FMD+ mid + next model as surrogate (held out)", "fmd+", preset="mid", surrogate=True),
+    Method("fmd-plus-mid-sur", "FMD+ mid (one DI view x 100 steps) + next model as surrogate (held out)", "fmd+",
+           preset="mid", surrogate=True, fixed=OLD_MID),
     Method("pgd", "PGD", "pgd", paper=True),
     Method("feature-only", "FeatureOnly", "feature-only", paper=True),
     Method("uniform-noise", "UniformNoise", "uniform-noise", paper=True),
@@ -309,7 +318,8 @@ def _fmean(v: list[float | None]) -> float | None:
     return sum(fin) / len(fin) if fin else (math.inf if vals else None)
 
 
-def checks(res: ProtocolResult, methods: Sequence[str] = ("fmd-paper", "fmd", "fmd-plus", "fmd-plus-fia", "fmd-plus-mid"), subset: str = "all",
+def checks(res: ProtocolResult, methods: Sequence[str] = ("fmd-paper", "fmd", "fmd-plus", "fmd-plus-fia", "fmd-plus-mid",
+                                                   "fmd-plus-mid-bsr", "fmd-plus-mid-bsr-rk"), subset: str = "all",
            threshold: float = 0.99) -> list[tuple[str, bool, str]]:
     """The issue's "what it must show", evaluated on this run: (claim, holds, evidence) per FMD method."""
     out = []
@@ -533,6 +543,8 @@ def markdown_report(res: ProtocolResult, results: dict[str, Any], title: str, in
                          + (f"lam {s.get('lam')}, kappa {s.get('kappa')}, momentum {s.get('momentum')}, diversity "
                             f"{s.get('diversity')}, ti_kernel {s.get('ti_kernel')}, jpeg_prob {s.get('jpeg_prob')}, "
                             f"texture {s.get('texture')}, " if s.get("attack") == "fmd+" else "")
+                         + "".join(f"{k} {s.get(k)}, " for k, neutral in KEY_NEUTRAL.items()
+                                   if k != "surrogates" and s.get(k, neutral) != neutral)
                          + f"layer {s.get('layer')}, preset {s.get('preset')}"
                          + (f", surrogates {s.get('surrogates')} (the next model in turn, not scored in its row)"
                             if s.get("surrogates") else ""))

@@ -1,0 +1,144 @@
+"""Random input views (attacks/views.py) and FMD+'s multi-view mode, on a tiny random-init model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tests.tiny import TINY_LAYER, tiny_classifier
+
+from onlymine.attacks.fmd_plus import FMDPlus
+from onlymine.attacks.views import BlockShuffle, ResizePad
+
+
+def _images(n: int = 3) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return [torch.rand(3, 40 + 7 * i, 48, generator=g) for i in range(n)]
+
+
+def test_block_shuffle_without_rotation_permutes_pixels_and_is_replayable() -> None:
+    g = torch.Generator().manual_seed(0)
+    z = torch.rand(2, 3, 30, 34, generator=g)
+    for blocks in (2, 3, 4):
+        v = BlockShuffle.draw(30, 34, blocks, g, angle=0.0)
+        assert len(v.lengths) == blocks and sum(v.lengths) == (30 if v.dim == 2 else 34)
+        assert all(min(lengths) >= 1 for lengths, _ in v.inner)
+        out = v(z)
+        assert out.shape == z.shape and torch.equal(out, v(z))  # same view, same result
+        # no rotation: the same pixel values per image and channel, rearranged
+        assert torch.equal(out.flatten(2).sort(-1).values, z.flatten(2).sort(-1).values)
+    views = {BlockShuffle.draw(30, 34, 3, g) for _ in range(5)}
+    assert len(views) == 5  # frozen records: hashable, and fresh draws differ
+
+
+def test_block_shuffle_rotates_and_passes_gradients() -> None:
+    z = torch.rand(1, 3, 24, 24, requires_grad=True)
+    v = BlockShuffle.draw(24, 24, 2, torch.Generator().manual_seed(3))
+    assert any(abs(a) > 1 for a in v.angles)
+    v(z).sum().backward()
+    assert z.grad is not None and float(z.grad.abs().sum()) > 0
+
+
+def test_resize_pad_matches_its_bank_form() -> None:
+    g = torch.Generator().manual_seed(0)
+    v = ResizePad.draw(32, g)
+    assert int(32 * 0.85) <= v.size < 32
+    z = torch.rand(2, 3, 32, 32)
+    atk = FMDPlus(tiny_classifier(), TINY_LAYER, steps=1)
+    assert torch.equal(v(z), atk._apply(z, (v.size, v.top, v.left)))
+
+
+@pytest.mark.parametrize("shuffle", [0, 2])
+def test_multi_view_mode_keeps_the_invariants(shuffle: int) -> None:
+    clf = tiny_classifier()
+    xs = _images()
+    eps = 8 / 255
+    kw = dict(eps=eps, alpha=2 / 255, steps=5, seed=4, views=3, shuffle=shuffle)
+    atk = FMDPlus(clf, [TINY_LAYER, "0"], **kw)
+    adv = atk(xs)
+    again = FMDPlus(clf, [TINY_LAYER, "0"], **kw)(xs)
+    plain = FMDPlus(clf, [TINY_LAYER, "0"], eps=eps, alpha=2 / 255, steps=5, seed=4)(xs)
+    clean = clf.predict(xs)[0]
+    for a, x, b in zip(adv, xs, again, strict=True):
+        assert a.shape == x.shape and float((a - x).abs().max()) <= eps + 1e-6
+        assert float(a.min()) >= 0 and float(a.max()) <= 1 and torch.equal(a, b)
+    assert [r["kept"] for r in atk.records] == (clf.predict(adv)[0] == clean).tolist()
+    assert any(not torch.equal(a, p) for a, p in zip(adv, plain, strict=True))
+    assert atk.config()["views"] == 3 and atk.config()["shuffle"] == shuffle
+
+
+def test_multi_view_settings_wiring_and_errors() -> None:
+    from onlymine.protect import build_attack
+    from onlymine.settings import ProtectSettings
+
+    clf = tiny_classifier()
+    s = ProtectSettings.build(model="tiny", attack="fmd+", steps=2, views=4, shuffle=3)
+    atk = build_attack(clf, s.resolved())
+    assert (atk.views, atk.shuffle, atk.multi_view) == (4, 3, True)
+    assert s.key() != ProtectSettings.build(model="tiny", attack="fmd+", steps=2).key()
+    for bad in ({"views": 0}, {"shuffle": 1}, {"views": 2, "importance": 2}):
+        with pytest.raises(ValueError, match="views"):
+            FMDPlus(clf, TINY_LAYER, **bad)
+
+
+def test_views_scale_to_another_input_size() -> None:
+    g = torch.Generator().manual_seed(5)
+    v = BlockShuffle.draw(30, 34, 3, g)
+    assert v.scaled(30, 34) == v
+    big = v.scaled(60, 68)
+    n = 60 if v.dim == 2 else 68
+    assert sum(big.lengths) == n and big.order == v.order and big.angles == v.angles
+    assert big(torch.rand(1, 3, 60, 68)).shape == (1, 3, 60, 68)
+    r = ResizePad(28, 2, 3)
+    assert r.scaled(32, 32, 1.0) == r and r.scaled(64, 64, 2.0) == ResizePad(56, 4, 6)
+
+
+def test_multi_view_mode_with_a_surrogate() -> None:
+    clf, sur = tiny_classifier(), tiny_classifier(seed=1)
+    xs = _images(2)
+    kw = dict(eps=8 / 255, alpha=2 / 255, steps=4, seed=1, views=2, shuffle=2)
+    adv = FMDPlus(clf, TINY_LAYER, surrogates=[(sur, [TINY_LAYER])], **kw)(xs)
+    alone = FMDPlus(clf, TINY_LAYER, **kw)(xs)
+    for a, x in zip(adv, xs, strict=True):
+        assert float((a - x).abs().max()) <= 8 / 255 + 1e-6
+    assert any(not torch.equal(a, b) for a, b in zip(adv, alone, strict=True))
+
+
+def test_experiment_methods_keep_the_recorded_settings_keys() -> None:
+    """The mid preset moved to BSR views; the methods behind earlier held-out reports must still reproduce them
+    (keys recorded in those runs' manifests, MobileNetV2 authorized, seed 0)."""
+    from onlymine.experiments.protocol import METHODS
+    from onlymine.settings import PLUS_PRESETS
+
+    def key(method: str, **over: object) -> str:
+        return METHODS[method].settings("torchvision:mobilenet_v2", {"seed": 0, **over}).resolved().key()
+
+    assert key("fmd-plus-mid-di") == "d83a5a9273893181"  # the mid preset before BSR (docs/results/beyond/test-seed*.md)
+    assert key("fmd-plus-mid-fia") == "a25834b334c86f28"  # test-v2 reports' fmd-plus-mid rows
+    assert key("fmd-plus-mid-sur", surrogates=["efficientnet-lite:lite0"]) == "5acbfe963bef3d94"
+    assert key("fmd-plus-mid") == key("fmd-plus-mid-bsr-rk")  # the preset is the held-out-tested BSR point
+    assert key("fmd-plus-mid-bsr") == "c3d628b0d7197d6e"  # test-v3 reports, before robust_keep
+    assert key("fmd-plus-mid-bsr") != key("fmd-plus-mid-bsr-rk")
+    assert PLUS_PRESETS["mid"]["views"] == 5 and PLUS_PRESETS["mid"]["shuffle"] == 3
+
+
+def test_robust_keep_checks_jpeg_and_half_size_copies() -> None:
+    import torch.nn.functional as F
+
+    from onlymine.attacks.fmd import margin
+
+    clf = tiny_classifier()
+    xs = [torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    y = clf.predict(xs)[0]
+    kw = dict(eps=8 / 255, alpha=2 / 255, steps=4, seed=2, views=2, shuffle=2)
+    atk = FMDPlus(clf, TINY_LAYER, robust_keep=True, **kw)
+    m = margin(clf.run_net(clf.preprocess(xs)), y)
+    keep, valid = atk._keep(xs, m, y, torch.Generator().manual_seed(0))
+    assert keep.shape == valid.shape == (3,) and bool((valid <= m).all())
+    plain_keep, plain_valid = FMDPlus(clf, TINY_LAYER, **kw)._keep(xs, m, y, torch.Generator())
+    assert torch.equal(plain_valid, m) and torch.equal(plain_keep, F.relu(2.0 - m))
+    assert bool((keep >= plain_keep).all())  # the extra hinges only add
+    adv = atk(xs)
+    for a, x in zip(adv, xs, strict=True):
+        assert float((a - x).abs().max()) <= 8 / 255 + 1e-6
+    assert atk.config()["robust_keep"] is True
+    assert [r["kept"] for r in atk.records] == (clf.predict(adv)[0] == y).tolist()

@@ -38,13 +38,21 @@ def test_block_shuffle_rotates_and_passes_gradients() -> None:
     assert z.grad is not None and float(z.grad.abs().sum()) > 0
 
 
-def test_resize_pad_matches_its_bank_form() -> None:
-    g = torch.Generator().manual_seed(0)
-    v = ResizePad.draw(32, g)
-    assert int(32 * 0.85) <= v.size < 32
-    z = torch.rand(2, 3, 32, 32)
-    atk = FMDPlus(tiny_classifier(), TINY_LAYER, steps=1)
-    assert torch.equal(v(z), atk._apply(z, (v.size, v.top, v.left)))
+def test_resize_pad_shrinks_into_a_zero_frame_and_fills_the_bank() -> None:
+    import torch.nn.functional as F
+
+    v = ResizePad(24, 3, 5)
+    z = torch.rand(2, 3, 32, 32) + 0.1
+    out = v(z)
+    assert out.shape == z.shape
+    inside = out[..., 3:27, 5:29]
+    assert torch.allclose(inside, F.interpolate(z, size=(24, 24), mode="bilinear", align_corners=False,
+                                                antialias=True))
+    assert float(out.abs().sum()) == pytest.approx(float(inside.abs().sum()))  # zeros outside the shrunk image
+    atk = FMDPlus(tiny_classifier(), TINY_LAYER, steps=1, n_transforms=5)
+    bank = atk._transform_bank(torch.Generator().manual_seed(0))
+    assert bank[0] is None and len(bank) == 6
+    assert all(isinstance(t, ResizePad) and int(32 * 0.85) <= t.size < 32 for t in bank[1:])
 
 
 @pytest.mark.parametrize("shuffle", [0, 2])

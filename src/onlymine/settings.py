@@ -123,8 +123,8 @@ class ProtectSettings:
     importance: int = 0  # FIA: pixel-dropped copies for the feature-importance weights (0: plain distortion)
     linbp: float | None = None  # LinBP: linear backward through ReLU/ReLU6 from this fraction of depth (None: off)
     views: int = 1  # random views averaged per step, besides the image itself (1: one DI view from a fixed bank)
-    robust_keep: bool = False  # keep term and best iterate also on a JPEG round trip and a half-size copy
     shuffle: int = 0  # BSR: the random views shuffle and rotate shuffle x shuffle blocks (0: resize-and-pad views)
+    robust_keep: bool = False  # keep term and best iterate also on a JPEG round trip and a half-size copy
     preset: str | None = DEFAULT_PRESET
 
     def resolved(self) -> ProtectSettings:

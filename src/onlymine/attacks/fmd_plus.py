@@ -117,12 +117,6 @@ def step_size(alpha: float, step: int, steps: int, schedule: str = "constant") -
     return low + (alpha - low) * 0.5 * (1 + math.cos(math.pi * step / (steps - 1)))
 
 
-def _rescale(t: tuple[int, int, int], f: float, h: int) -> tuple[int, int, int]:
-    """A resize-and-pad transform (size, top, left) of an ``h/f`` input, for an ``h`` input."""
-    size = min(h, max(1, round(t[0] * f)))
-    return size, min(h - size, round(t[1] * f)), min(h - size, round(t[2] * f))
-
-
 class FMDPlus(Attack):
     r"""FMD+ : onlymine's improved feature map distortion (see docs/beyond.md for the measurements).
 
@@ -228,40 +222,33 @@ class FMDPlus(Attack):
         return out
 
     # -- input diversity --------------------------------------------------------------------------
-    def _transform_bank(self, gen: torch.Generator) -> list[tuple[int, int, int] | None]:
-        """(new size, top pad, left pad) per transform; index 0 is the identity."""
+    def _transform_bank(self, gen: torch.Generator) -> list[ResizePad | None]:
+        """The fixed input-diversity views of the one-view mode; index 0 (``None``) is the identity."""
         h = self.model.cfg.input_size[0]
-        bank: list[tuple[int, int, int] | None] = [None]
-        for _ in range(self.n_transforms):
-            size = int(torch.randint(int(h * 0.85), h, (1,), generator=gen))
-            top = int(torch.randint(0, h - size + 1, (1,), generator=gen))
-            left = int(torch.randint(0, h - size + 1, (1,), generator=gen))
-            bank.append((size, top, left))
-        return bank
+        return [None, *(ResizePad.draw(h, gen) for _ in range(self.n_transforms))]
 
-    def _apply(self, z: torch.Tensor, t: tuple[int, int, int] | None) -> torch.Tensor:
-        if t is None:
-            return z
-        return ResizePad(*t)(z)
+    @staticmethod
+    def _apply(z: torch.Tensor, t: ResizePad | None) -> torch.Tensor:
+        return z if t is None else t(z)
 
-    def _forward(self, x: list[torch.Tensor], t: tuple[int, int, int] | None) -> tuple[torch.Tensor, dict]:
+    def _forward(self, x: list[torch.Tensor], t: ResizePad | None) -> tuple[torch.Tensor, dict]:
         with self.model.taps.capture(self.layers) as feats:
             logits = self.model.run_net(self._apply(self.model.preprocess(x), t))
         return logits, dict(feats)
 
-    def _surrogate_features(self, x: list[torch.Tensor], t: tuple[int, int, int] | None) -> list[dict]:
-        """Each surrogate's tapped features of ``x`` under the transform ``t`` (rescaled to its input size)."""
+    def _surrogate_features(self, x: list[torch.Tensor], t: ResizePad | None) -> list[dict]:
+        """Each surrogate's tapped features of ``x`` under the view ``t`` (scaled to its input size)."""
         h = self.model.cfg.input_size[0]
         out = []
         for clf, names in self.surrogates:
             hs = clf.cfg.input_size[0]
-            ts = None if t is None else _rescale(t, hs / h, hs)
+            ts = None if t is None else t.scaled(hs, hs, hs / h)
             with clf.taps.capture(names) as feats:
                 clf.run_net(self._apply(clf.preprocess(x), ts))
             out.append(dict(feats))
         return out
 
-    def _importance(self, z: torch.Tensor, y: torch.Tensor, t: tuple[int, int, int] | None,
+    def _importance(self, z: torch.Tensor, y: torch.Tensor, t: ResizePad | None,
                     gen: torch.Generator) -> dict[str, torch.Tensor]:
         """FIA aggregate gradient: the mean over pixel-dropped copies of d logit_y / d f_l, per tapped layer
         (``z``: the preprocessed clean batch, seen through view ``t``)."""
@@ -277,7 +264,7 @@ class FMDPlus(Attack):
         return total
 
     def _distortion(self, x: list[torch.Tensor], feats: dict, k: int, clean: list[dict],
-                    clean_sur: list[list[dict]], t: tuple[int, int, int] | None,
+                    clean_sur: list[list[dict]], t: ResizePad | None,
                     weights: list[dict] | None = None) -> torch.Tensor:
         """The authorized taps' relative distortion (or FIA importance decrease) plus the weighted surrogates'
         relative distortion (view ``k`` of the bank)."""
@@ -289,10 +276,11 @@ class FMDPlus(Attack):
 
     # -- the attack ---------------------------------------------------------------------------------
     def perturb(self, x0: list[torch.Tensor], y: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
-        bank = self._transform_bank(gen)
+        bank = self._transform_bank(gen)  # drawn in both modes (the random stream stays the same)
+        used = bank[:1] if self.multi_view else bank  # the multi-view mode needs the identity's clean features only
         with torch.no_grad():
-            clean = [self._forward(x0, t)[1] for t in bank]
-            clean_sur = [self._surrogate_features(x0, t) for t in bank] if self.surrogates else [[] for _ in bank]
+            clean = [self._forward(x0, t)[1] for t in used]
+            clean_sur = [self._surrogate_features(x0, t) for t in used] if self.surrogates else [[] for _ in used]
         weights = None
         if self.importance > 0:
             z0 = self.model.preprocess(x0).detach()

@@ -106,5 +106,3 @@ class BlockShuffle:
         inner = tuple((_split(m, blocks, gen), _perm(blocks, gen)) for _ in range(blocks))
         return cls(dim, lengths, _perm(blocks, gen), angles, inner)
 
-
-View = ResizePad | BlockShuffle

@@ -64,7 +64,7 @@ class Method:
                                      **dict(self.fixed), **o)
 
 
-OLD_MID = (("steps", 100), ("views", 1), ("shuffle", 0), ("robust_keep", False))  # the mid preset's search before BSR views (settings keys unchanged)
+OLD_MID = (("steps", 100), ("views", 1), ("shuffle", 0), ("robust_keep", False))  # the mid preset before BSR views (its recorded settings keys)
 METHODS: dict[str, Method] = {m.key: m for m in (
     Method(CLEAN, "Clean", None),
     Method("fmd-paper", "FMD (paper setting)", "fmd", paper=True),

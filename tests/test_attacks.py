@@ -215,7 +215,7 @@ def test_feature_only_is_fmd_without_keep_term(clf):
 def test_config_describes_the_attack(clf):
     cfg = FMD(clf, [TINY_LAYER, "0"], eps=8 / 255, alpha=2 / 255, steps=5, lam=0.5, seed=3).config()
     assert cfg == {"attack": "fmd", "eps": 8 / 255, "seed": 3, "layer": [TINY_LAYER, "0"], "alpha": 2 / 255,
-                   "steps": 5, "lam": 0.5, "random_start": True, "keep_best": False}
+                   "steps": 5, "lam": 0.5, "random_start": True, "keep_best": False, "min_margin": 0.0}
 
 
 # ------------------------------------------------------------------------------------------- bad arguments

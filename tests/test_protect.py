@@ -134,13 +134,15 @@ def test_jpeg_output(photos, tmp_path):
 
 def test_flipped_saved_file_is_retried_then_reported_failed(photos, tmp_path):
     prot = protector(retries=2)
-    real_predict = prot.model.predict
+    real_predict = prot.model.predict_published
+    calls = []
 
-    def flipped(images):  # the verification on the saved file always sees another class
+    def flipped(images):  # the clean label is the model's own; every saved file is seen as another class
         cls, conf = real_predict(images)
-        return (cls + 1) % 5, conf
+        calls.append(len(images))
+        return (cls + (len(calls) > 1)) % 5, conf
 
-    prot.model.predict = flipped
+    prot.model.predict_published = flipped
     out = tmp_path / "out"
     seen: list[Outcome] = []
     summary = protect_paths([photos / "a.png"], out, prot.settings, progress=False, protector=prot,
@@ -150,6 +152,32 @@ def test_flipped_saved_file_is_retried_then_reported_failed(photos, tmp_path):
     assert "a.png" in o.message and "not kept" in o.message
     assert o.row["attempts"] == 3 and o.row["status"] == "failed"
     assert io.read_jsonl(out / MANIFEST)[0]["status"] == "failed"
+
+
+def test_verification_uses_the_published_pipeline_not_the_attacks_copy(photos, tmp_path):
+    """A saved file the differentiable pipeline keeps but the published transform does not is caught."""
+    prot = protector(retries=1)
+    clean_pil = io.open_rgb(photos / "a.png")
+    own = prot.model.published
+    target = int(prot.model.predict_published([clean_pil])[0][0])
+    other = torch.zeros(1, 3, 32, 32, requires_grad=True)  # an input the tiny model reads as another class
+    for _ in range(50):
+        (g,) = torch.autograd.grad(prot.model.run_net(other)[0, (target + 1) % 5], other)
+        other = (other + 0.5 * g.sign()).detach().requires_grad_(True)
+    other = other.detach()[0]
+
+    def published(im):  # the clean photo reads as it always does; any other file as ``other``
+        return own(im) if np.array_equal(np.asarray(im), np.asarray(clean_pil)) else other
+
+    prot.model.published = published
+    assert int(prot.model.predict_published([io.to_pil(torch.rand(3, 8, 8))])[0][0]) != target
+    out = tmp_path / "out"
+    summary = protect_paths([photos / "a.png"], out, prot.settings, progress=False, protector=prot)
+    (o,) = summary.outcomes
+    v = o.row["verified"]
+    assert v["differentiable_top1"] == target  # the attack's own pipeline says kept ...
+    assert o.status == "failed" and not v["kept"] and v["pipeline"] == "published"  # ... the published one does not
+    assert o.row["attempts"] == 2
 
 
 # ------------------------------------------------------------------------------------------ resume

@@ -111,24 +111,6 @@ def test_multi_view_mode_with_a_surrogate() -> None:
     assert any(not torch.equal(a, b) for a, b in zip(adv, alone, strict=True))
 
 
-def test_experiment_methods_keep_the_recorded_settings_keys() -> None:
-    """The mid preset moved to BSR views; the methods behind earlier held-out reports must still reproduce them
-    (keys recorded in those runs' manifests, MobileNetV2 authorized, seed 0)."""
-    from onlymine.experiments.protocol import METHODS
-    from onlymine.settings import PLUS_PRESETS
-
-    def key(method: str, **over: object) -> str:
-        return METHODS[method].settings("torchvision:mobilenet_v2", {"seed": 0, **over}).resolved().key()
-
-    assert key("fmd-plus-mid-di") == "d83a5a9273893181"  # the mid preset before BSR (docs/results/beyond/test-seed*.md)
-    assert key("fmd-plus-mid-fia") == "a25834b334c86f28"  # test-v2 reports' fmd-plus-mid rows
-    assert key("fmd-plus-mid-sur", surrogates=["efficientnet-lite:lite0"]) == "5acbfe963bef3d94"
-    assert key("fmd-plus-mid") == key("fmd-plus-mid-bsr-rk")  # the preset is the held-out-tested BSR point
-    assert key("fmd-plus-mid-bsr") == "c3d628b0d7197d6e"  # test-v3 reports, before robust_keep
-    assert key("fmd-plus-mid-bsr") != key("fmd-plus-mid-bsr-rk")
-    assert PLUS_PRESETS["mid"]["views"] == 5 and PLUS_PRESETS["mid"]["shuffle"] == 3
-
-
 def test_robust_keep_checks_jpeg_and_half_size_copies() -> None:
     import torch.nn.functional as F
 

@@ -369,6 +369,17 @@ def quantize(rgb: torch.Tensor) -> torch.Tensor:
     return _levels(rgb) / 255.0
 
 
+def to_pil(rgb: torch.Tensor) -> Image.Image:
+    """``(3, H, W)`` float in ``[0, 1]`` -> the 8-bit RGB PIL image an 8-bit save would hold."""
+    return Image.fromarray(to_uint8(rgb))
+
+
+def open_rgb(path: str | os.PathLike[str]) -> Image.Image:
+    """A saved file as a model owner's code reads it: ``Image.open(path).convert("RGB")`` (no onlymine decoding)."""
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
 # ---------------------------------------------------------------------------------------------------- saving
 
 

@@ -24,7 +24,7 @@ from onlymine import io
 from onlymine.attacks import ATTACKS, FMD, Attack
 from onlymine.models import Classifier, load_model
 from onlymine.models.fast import fast_classifier
-from onlymine.settings import PLUS_DEFAULTS, PLUS_LAM, ProtectSettings
+from onlymine.settings import PLUS_DEFAULTS, PLUS_LAM, ProtectSettings, keep_margin
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,9 @@ def build_attack(model: Classifier, s: ProtectSettings, surrogates: Surrogates =
         raise ValueError(f"surrogate models work with attack fmd+ only, not {s.attack!r}")
     if len(surrogates) != len(s.surrogates):
         raise ValueError(f"settings name {len(s.surrogates)} surrogate(s) but {len(surrogates)} were loaded")
+    margin = keep_margin(s, model.device)
     if s.attack == "fmd+":
-        return ATTACKS[s.attack](model, layers, eps=s.eps, alpha=s.alpha, steps=s.steps,
+        return ATTACKS[s.attack](model, layers, eps=s.eps, alpha=s.alpha, steps=s.steps, min_margin=margin,
                                  lam=PLUS_LAM if s.lam is None else float(s.lam), kappa=s.kappa,
                                  momentum=s.momentum, diversity=s.diversity, ti_kernel=s.ti_kernel,
                                  jpeg_prob=s.jpeg_prob, texture=s.texture, schedule=s.schedule,
@@ -84,7 +85,8 @@ def build_attack(model: Classifier, s: ProtectSettings, surrogates: Surrogates =
                                  views=s.views, shuffle=s.shuffle, robust_keep=s.robust_keep)
     if s.attack == "fmd":
         return FMD(model, layers, eps=s.eps, alpha=s.alpha, steps=s.steps, lam=float(s.lam or 0.0),
-                   random_start=s.random_start, keep_best=s.keep_best, seed=s.seed, early_stop=s.early_stop)
+                   random_start=s.random_start, keep_best=s.keep_best, seed=s.seed, early_stop=s.early_stop,
+                   min_margin=margin)
     if s.attack == "feature-only":
         return ATTACKS[s.attack](model, layers, eps=s.eps, alpha=s.alpha, steps=s.steps,
                                  random_start=s.random_start, seed=s.seed)
@@ -156,29 +158,39 @@ class Protector:
 
     def protect_batch(self, images: Sequence[io.LoadedImage], outputs: Sequence[Path],
                       overwrite: bool = False) -> list[Outcome]:
-        """Attack, save atomically, re-read and verify; re-optimise images whose saved file flips."""
+        """Attack, save atomically, re-read and verify; re-optimise images whose saved file flips.
+
+        The label the attack defends and every verdict on a saved file come from the model's published
+        pipeline on the PIL image (:meth:`Classifier.predict_published`), as the owner's own code reads it."""
         s = self.settings
         x0 = [im.rgb if im.bit_depth == 8 else io.quantize(im.rgb) for im in images]
         t0 = time.perf_counter()
-        result = self.attack.run(x0)
+        clean, clean_conf = self.model.predict_published([io.to_pil(x) for x in x0])
+        clean = clean.cpu()
+        result = self.attack.run(x0, labels=clean)
         adv, records = list(result.images), list(result.records)
-        clean = torch.tensor([r["clean_top1"] for r in records])
         attempts = [1] * len(images)
         pending = list(range(len(images)))
         verified: dict[int, dict[str, Any]] = {}
         for attempt in range(s.retries + 1):
-            def save_and_reread(i: int, attempt: int = attempt) -> torch.Tensor:
+            def save_and_reread(i: int, attempt: int = attempt) -> tuple[torch.Tensor, Any]:
                 io.save_image(outputs[i], adv[i], images[i].alpha, fmt=s.fmt, quality=s.quality,
                               icc_profile=images[i].icc_profile, overwrite=overwrite or attempt > 0)
-                return io.load_image(outputs[i]).rgb
+                return io.load_image(outputs[i]).rgb, io.open_rgb(outputs[i])
 
-            reread = _map_io(save_and_reread, pending)  # encoders/decoders release the GIL: in parallel
-            top1, conf = self.model.predict(reread)
+            files = _map_io(save_and_reread, pending)  # encoders/decoders release the GIL: in parallel
+            reread = [f[0] for f in files]
+            top1, conf = self.model.predict_published([f[1] for f in files])
+            diff_top1 = self.model.predict(reread)[0]  # the attack's own pipeline, fp32: a diagnostic only
             for k, i in enumerate(pending):
                 verified[i] = {
                     "top1": int(top1[k]),
                     "conf": round(float(conf[k]), 6),
                     "kept": int(top1[k]) == int(clean[i]),
+                    "clean_top1": int(clean[i]),
+                    "clean_conf": round(float(clean_conf[i]), 6),
+                    "pipeline": "published",
+                    "differentiable_top1": int(diff_top1[k]),
                     "linf": float((reread[k] - x0[i]).abs().max()),
                     "linf_vs_original": float((reread[k] - images[i].rgb).abs().max()),
                     "psnr": _psnr(reread[k], images[i].rgb),
@@ -314,7 +326,7 @@ def _pixels(batch: Sequence[tuple[io.LoadedImage, Path]]) -> int:
     return sum(b[0].rgb[0].numel() for b in batch)
 
 
-def _map_io(fn: Callable[[int], torch.Tensor], items: Sequence[int]) -> list[torch.Tensor]:
+def _map_io(fn: Callable[[int], Any], items: Sequence[int]) -> list[Any]:
     """``[fn(i) for i in items]`` on a few threads (file encoding/decoding), results in order."""
     if len(items) <= 1:
         return [fn(i) for i in items]

@@ -63,6 +63,20 @@ PAPER = {"attack": "fmd", "eps": 16 / 255, "alpha": 4 / 255, "steps": 100, "keep
          "random_start": True, "early_stop": False}
 
 
+# The best-iterate rule's margin per attack precision: above the largest gap measured between the attack's forward
+# pass and the published pipeline on the kit photos (docs/pipelines.md, `python benchmarks/pipeline_gap.py`).
+KEEP_MARGIN = {"fp32": 0.1, "bf16": 1.0, "fp16": 1.0}
+
+
+def keep_margin(s: ProtectSettings, device: Any) -> float:
+    """The margin the best-iterate rule of ``s`` asks for on ``device`` (``s.keep_margin``, else by precision)."""
+    if s.keep_margin is not None:
+        return float(s.keep_margin)
+    from onlymine.models.fast import resolve_precision
+
+    return KEEP_MARGIN[resolve_precision(s.precision, device)]
+
+
 def presets_for(attack: str | None) -> dict[str, dict[str, Any]]:
     """The preset table of an attack: FMD+'s own, or the FMD table (also used by the baselines)."""
     return PLUS_PRESETS if (attack or ProtectSettings.attack) == "fmd+" else PRESETS
@@ -125,6 +139,8 @@ class ProtectSettings:
     views: int = 1  # random views averaged per step, besides the image itself (1: one DI view from a fixed bank)
     shuffle: int = 0  # BSR: the random views shuffle and rotate shuffle x shuffle blocks (0: resize-and-pad views)
     robust_keep: bool = False  # keep term and best iterate also on a JPEG round trip and a half-size copy
+    # authorized logit margin the best-iterate rule asks for; None: KEEP_MARGIN for the attack's precision
+    keep_margin: float | None = None
     preset: str | None = DEFAULT_PRESET
 
     def resolved(self) -> ProtectSettings:

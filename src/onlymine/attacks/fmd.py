@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from onlymine.attacks.base import Attack, project, uniform_like
+from onlymine.attacks.base import Attack, improve_best, project, uniform_like
 from onlymine.models.classifier import Classifier
 
 
@@ -41,8 +42,10 @@ class FMD(Attack):
         lam: weight of the keep term (not published; see docs/defaults.md for how ours were chosen).
         random_start: start uniformly inside the eps-ball (paper: yes).
         keep_best: return, per image, the iterate with the largest feature distortion among those the
-            authorized model still classifies as ``y`` (falls back to the last iterate). ``False`` is the
-            paper's plain last iterate.
+            authorized model still classifies as ``y`` with a logit margin of at least ``min_margin`` (until one
+            does, the one with the largest margin; :func:`~onlymine.attacks.base.improve_best`). ``False`` is
+            the paper's plain last iterate.
+        min_margin: the margin the best-iterate rule asks for (covers the attack precision's error).
         seed: random start seed.
         early_stop: stop optimising an image once its best iterate is safe for the authorized model (logit
             margin of ``y`` over the runner-up >= ``stop_margin``) and its feature distortion has plateaued
@@ -64,7 +67,8 @@ class FMD(Attack):
     def __init__(self, model: Classifier, layer: str | Sequence[str], eps: float = 16 / 255,
                  alpha: float = 4 / 255, steps: int = 100, lam: float = 0.01, random_start: bool = True,
                  keep_best: bool = False, seed: int | None = 0, early_stop: bool = False,
-                 stop_margin: float = 2.0, stop_patience: int = 10, stop_tol: float = 0.02) -> None:
+                 stop_margin: float = 2.0, stop_patience: int = 10, stop_tol: float = 0.02,
+                 min_margin: float = 0.0) -> None:
         self.layers = [layer] if isinstance(layer, str) else list(layer)
         if not self.layers:
             raise ValueError("FMD needs at least one feature layer")
@@ -74,7 +78,7 @@ class FMD(Attack):
         if steps < 0 or alpha <= 0:
             raise ValueError(f"need steps >= 0 and alpha > 0, got steps={steps}, alpha={alpha}")
         self.alpha, self.steps, self.lam = float(alpha), int(steps), float(lam)
-        self.random_start, self.keep_best = random_start, keep_best
+        self.random_start, self.keep_best, self.min_margin = random_start, keep_best, float(min_margin)
         if stop_patience < 1 or stop_tol < 0:
             raise ValueError(f"need stop_patience >= 1 and stop_tol >= 0, got {stop_patience}, {stop_tol}")
         self.early_stop, self.stop_margin = early_stop, float(stop_margin)
@@ -84,6 +88,7 @@ class FMD(Attack):
     def config(self) -> dict[str, Any]:
         return {**super().config(), "layer": self.layers, "alpha": self.alpha, "steps": self.steps,
                 "lam": self.lam, "random_start": self.random_start, "keep_best": self.keep_best,
+                "min_margin": self.min_margin,
                 **({"early_stop": True, "stop_margin": self.stop_margin, "stop_patience": self.stop_patience,
                     "stop_tol": self.stop_tol} if self.early_stop else {})}
 
@@ -102,7 +107,7 @@ class FMD(Attack):
         n = len(x0)
         track = self.keep_best or self.early_stop
         best = [xi.clone() for xi in x] if track else []
-        best_feat = torch.full((n,), -1.0, device=y.device)
+        best_feat = torch.full((n,), -math.inf, device=y.device)
         best_margin = torch.full((n,), float("-inf"), device=y.device)
         history: list[torch.Tensor] = []  # best_feat after each step (early stopping)
         self.steps_run = [0] * n
@@ -134,8 +139,7 @@ class FMD(Attack):
         if not self.keep_best:
             # plain last iterate; an early-stopped image returns its best (evaluated, margin-safe) iterate
             return [best[i] if i not in active and self.early_stop else x[i] for i in range(n)]
-        # images never valid keep the last iterate (the pipeline's verification reports them)
-        return [best[i] if float(best_feat[i]) >= 0 else x[i] for i in range(n)]
+        return best
 
     def image_records(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         rows = super().image_records(*args, **kwargs)
@@ -156,20 +160,12 @@ class FMD(Attack):
                 keep.append(i)
         return keep
 
-    @staticmethod
-    def _update_best(best: list[torch.Tensor], best_feat: torch.Tensor, best_margin: torch.Tensor,
+    def _update_best(self, best: list[torch.Tensor], best_feat: torch.Tensor, best_margin: torch.Tensor,
                      x: list[torch.Tensor], index: list[int], feat: torch.Tensor, logits: torch.Tensor,
                      y: torch.Tensor) -> None:
-        """Keep, per image, the iterate with the largest feature distortion that the model still labels y.
-
-        ``x``, ``feat`` and ``logits`` are for the images ``index`` (positions in ``best``)."""
+        """The best-iterate rule on the images ``index`` (positions in ``best``) at ``x``."""
         m = margin(logits, y[torch.tensor(index, device=y.device)])
-        better = (m > 0) & (feat > best_feat[index])
-        for k in torch.nonzero(better).flatten().tolist():
-            i = index[k]
-            best[i] = x[k].detach().clone()
-            best_feat[i] = feat[k]
-            best_margin[i] = m[k]
+        improve_best(best, best_feat, best_margin, x, index, feat, m, self.min_margin)
 
 
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from onlymine.attacks.base import Attack, project, uniform_like
+from onlymine.attacks.base import Attack, improve_best, project, uniform_like
 from onlymine.attacks.fmd import margin
 from onlymine.attacks.views import BlockShuffle, ResizePad
 from onlymine.models.classifier import Classifier
@@ -163,6 +163,7 @@ class FMDPlus(Attack):
             (:class:`~onlymine.attacks.views.BlockShuffle`); 0 uses resize-and-pad views.
         robust_keep: the keep term and the best-iterate rule also check the authorized margin on a JPEG round
             trip (quality 50..90) and a half-size copy of the image (one more batched forward per step).
+        min_margin: the authorized margin the best-iterate rule asks for (:func:`~onlymine.attacks.base.improve_best`).
         surrogates: optional public models ``(classifier, layers)`` whose relative feature distortion is
             added to the objective (weight ``surrogate_weight`` each). They only make the perturbation more
             general; the keep term and the best-iterate rule still use the authorized model alone. Evaluate
@@ -185,7 +186,8 @@ class FMDPlus(Attack):
                  random_start: bool = True, seed: int | None = 0, n_transforms: int = 6,
                  surrogates: Sequence[tuple[Classifier, Sequence[str]]] = (),
                  surrogate_weight: float = 1.0, linbp: float | None = None,
-                 importance: int = 0, views: int = 1, shuffle: int = 0, robust_keep: bool = False) -> None:
+                 importance: int = 0, views: int = 1, shuffle: int = 0, robust_keep: bool = False,
+                 min_margin: float = 0.0) -> None:
         self.layers = [layers] if isinstance(layers, str) else list(layers)
         super().__init__(model, eps=eps, seed=seed, record_layers=self.layers)
         for name in self.layers:
@@ -201,7 +203,7 @@ class FMDPlus(Attack):
         if self.views < 1 or self.shuffle < 0 or self.shuffle == 1:
             raise ValueError(f"views must be >= 1 and shuffle 0 or >= 2 blocks (got views={views}, shuffle={shuffle})")
         self.multi_view = self.views > 1 or self.shuffle > 0
-        self.robust_keep = bool(robust_keep)
+        self.robust_keep, self.min_margin = bool(robust_keep), float(min_margin)
         self._n_views = self.views + 1 if self.multi_view else 1
         if self.multi_view and importance:
             raise ValueError("views > 1 / shuffle work without FIA (importance) so far")
@@ -214,7 +216,7 @@ class FMDPlus(Attack):
     def config(self) -> dict[str, Any]:
         keys = ("layers", "alpha", "steps", "lam", "kappa", "momentum", "diversity", "ti_kernel", "jpeg_prob",
                 "texture", "texture_floor", "schedule", "random_start", "n_transforms", "linbp", "importance",
-                "views", "shuffle", "robust_keep")
+                "views", "shuffle", "robust_keep", "min_margin")
         out = {**super().config(), **{k: getattr(self, k) for k in keys}}
         if self.surrogates:
             out["surrogates"] = {clf.name: names for clf, names in self.surrogates}
@@ -293,6 +295,7 @@ class FMDPlus(Attack):
         velocity = [torch.zeros_like(xi) for xi in x0]
         best = [xi.clone() for xi in x]
         best_score = torch.full((len(x0),), -math.inf, device=y.device)
+        best_margin = torch.full((len(x0),), -math.inf, device=y.device)
         kernel = gaussian_kernel(self.ti_kernel, self.ti_kernel / 4).to(y.device) if self.ti_kernel > 1 else None
         with ExitStack() as linear:  # LinBP's hooks for the steps only (forward values are unchanged)
             if self.linbp is not None:
@@ -321,7 +324,7 @@ class FMDPlus(Attack):
                 grads = torch.autograd.grad(j.sum(), xs)
                 with torch.no_grad():
                     if candidate:
-                        self._update_best(best, best_score, x, dist, valid)
+                        improve_best(best, best_score, best_margin, x, range(len(x)), dist, valid, self.min_margin)
                     new = []
                     for i, (xi, g) in enumerate(zip(x, grads, strict=True)):
                         if kernel is not None:
@@ -331,9 +334,10 @@ class FMDPlus(Attack):
                     x = new
         with torch.no_grad():
             logits, feats = self._forward(x, None)
-            self._update_best(best, best_score, x, self._distortion(x, feats, 0, clean, clean_sur, None, weights),
-                              self._keep(x, margin(logits, y), y, gen)[1])
-        return [b if math.isfinite(float(s)) else xi for b, s, xi in zip(best, best_score, x, strict=True)]
+            improve_best(best, best_score, best_margin, x, range(len(x)),
+                         self._distortion(x, feats, 0, clean, clean_sur, None, weights),
+                         self._keep(x, margin(logits, y), y, gen)[1], self.min_margin)
+        return best
 
     def _keep(self, x: list[torch.Tensor], m: torch.Tensor, y: torch.Tensor,
               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -402,10 +406,3 @@ class FMDPlus(Attack):
             return project(x, x0, self.eps)
         return torch.clamp(torch.minimum(torch.maximum(x, x0 - budget), x0 + budget), 0.0, 1.0)
 
-    @staticmethod
-    def _update_best(best: list[torch.Tensor], best_score: torch.Tensor, x: list[torch.Tensor],
-                     dist: torch.Tensor, m: torch.Tensor) -> None:
-        better = (m > 0) & (dist > best_score)
-        for i in torch.nonzero(better).flatten().tolist():
-            best[i] = x[i].detach().clone()
-            best_score[i] = dist[i]

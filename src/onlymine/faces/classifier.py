@@ -17,6 +17,8 @@ class FaceClassifier(Classifier):
     """A Classifier on face chips. ``cfg.extra`` carries ``crop`` (the alignment rule of
     :mod:`onlymine.faces.align`), ``task``, and optionally a measured ``layer``/``lam``."""
 
+    quantize = False  # chips come from a differentiable warp of the photo, not from an 8-bit file
+
     def __init__(self, net: nn.Module, cfg: ModelCfg) -> None:
         super().__init__(net, cfg)
         self._layer: str | None = cfg.extra.get("layer")

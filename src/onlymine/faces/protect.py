@@ -121,7 +121,7 @@ class RegionClassifier(FaceClassifier):
         size = self.cfg.input_size
         chips = [align.warp(self.blend(k, x), self.affines[k], size, it.offset) for k, (x, it) in
                  enumerate(zip(xs, self.items, strict=True))]
-        return to_model_input(torch.stack(chips), self.cfg)
+        return to_model_input(torch.stack(chips), self.cfg, quantize=self.quantize)
 
 
 def as_face_model(model: Classifier) -> FaceClassifier:

@@ -6,12 +6,14 @@ from collections.abc import Sequence
 
 import torch
 
+from onlymine.io import to_pil
 from onlymine.judges.base import TopOneJudge
 from onlymine.models import Classifier, load_model
 
 
 class ClassifierJudge(TopOneJudge):
-    """Top-1 of an image classifier, scored only through its predictions (never its gradients).
+    """Top-1 of an image classifier, scored only through its predictions (never its gradients), on each image
+    as an 8-bit PIL image through the model's published pipeline (what its owner's code would run).
 
     Args:
         model: a loaded :class:`Classifier`, or a model spec string.
@@ -29,7 +31,7 @@ class ClassifierJudge(TopOneJudge):
         classes: list[int] = []
         confs: list[float] = []
         for i in range(0, len(images), self.batch_size):
-            cls, conf = self.model.predict([im.to(self.model.device) for im in images[i : i + self.batch_size]])
+            cls, conf = self.model.predict_published([to_pil(im) for im in images[i : i + self.batch_size]])
             classes += cls.tolist()
             confs += conf.tolist()
         return classes, confs

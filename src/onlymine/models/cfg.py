@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+from onlymine.models.pipeline import Pipeline
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -16,9 +19,11 @@ class ModelCfg:
         name: the model spec this config belongs to (e.g. ``torchvision:mobilenet_v2``).
         input_size: (H, W) the network runs at.
         mean, std: per-channel normalisation applied to [0,1] RGB inside the wrapper.
-        interpolation: ``bilinear`` | ``bicubic`` | ``nearest`` for the differentiable resize.
-        crop_pct: centre crop as a fraction of the shorter side (torchvision: 224/256); ``None`` stretches
-            the whole image to ``input_size`` (no crop, aspect ratio not kept).
+        interpolation: ``bilinear`` | ``bicubic`` | ``nearest`` (Pillow's filters).
+        crop_pct: centre crop as a fraction of the resized shorter side (torchvision: 224/256); ``None``
+            stretches the whole image to ``input_size`` (no crop, aspect ratio not kept).
+        resize_size: the shorter side the photo is resized to before the centre crop (torchvision's
+            ``resize_size``); ``None``: ``floor(min(input_size) / crop_pct)``, as timm derives it.
         class_names: names of the logits, if known.
         pretrained: whether real trained weights are loaded (random-init models say ``False`` everywhere).
         weights: where the weights came from (file, package, hub cache), for provenance.
@@ -34,3 +39,11 @@ class ModelCfg:
     pretrained: bool = True
     weights: str = ""
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+    resize_size: int | None = None
+
+    def pipeline(self, quantize: bool = True) -> Pipeline:
+        """The model's published pipeline: resize the shorter side, centre crop (or stretch), normalise."""
+        if self.crop_pct is None:
+            return Pipeline(tuple(self.input_size), None, self.interpolation, self.mean, self.std, quantize)
+        resize = self.resize_size or int(math.floor(min(self.input_size) / self.crop_pct + 1e-6))
+        return Pipeline(resize, tuple(self.input_size), self.interpolation, self.mean, self.std, quantize)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from onlymine.models.cfg import ModelCfg
-from onlymine.models.preprocess import to_model_input
 from onlymine.models.taps import FeatureTaps
 
 
@@ -19,19 +19,28 @@ class Classifier(nn.Module):
     list of (3, H_i, W_i) tensors for photos of different sizes); resizing, cropping and mean/std happen
     inside, differentiably, so an L-inf budget is always in plain pixel/255 units.
 
+    The model reads photos through two copies of one pipeline (:mod:`onlymine.models.pipeline`):
+    :meth:`preprocess`, differentiable, for the attack, and :attr:`published`, the transform the model's
+    publisher declares (torchvision's ``weights.transforms()``), on PIL images, for the verdicts that count:
+    the clean label the attack defends and the verification of every saved file (:meth:`predict_published`).
+
     Args:
         net: the network, taking the normalised (N, 3, h, w) batch and returning (N, K) logits.
         cfg: its :class:`ModelCfg` (input size, mean/std, interpolation, crop, class names).
+        published: the published transform (``PIL.Image -> (3, h, w)``); default: built from ``cfg``.
 
     Example:
         >>> clf = load_model("torchvision:mobilenet_v2")
         >>> logits, feats = clf.forward_features(images, ["features.7"])
     """
 
-    def __init__(self, net: nn.Module, cfg: ModelCfg) -> None:
+    quantize = True  # the model reads 8-bit images (Pillow rounds them): see Pipeline.quantize
+
+    def __init__(self, net: nn.Module, cfg: ModelCfg, published: Callable[[Any], torch.Tensor] | None = None) -> None:
         super().__init__()
         self.net = net.eval()
         self.cfg = cfg
+        self._published = published
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.taps = FeatureTaps(self.net)
@@ -53,7 +62,33 @@ class Classifier(nn.Module):
         return torch.device("cpu")
 
     def preprocess(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-        return to_model_input(images, self.cfg)
+        """The differentiable copy of the published pipeline: normalised (N, 3, h, w) batch."""
+        return self.cfg.pipeline(self.quantize).apply(images)
+
+    @property
+    def published(self) -> Callable[[Any], torch.Tensor]:
+        """The published transform, ``PIL.Image -> (3, h, w)`` normalised tensor."""
+        if self._published is None:
+            self._published = self.cfg.pipeline(self.quantize).reference()
+        return self._published
+
+    @published.setter
+    def published(self, transform: Callable[[Any], torch.Tensor] | None) -> None:
+        self._published = transform
+
+    @torch.no_grad()
+    def published_logits(self, images: Sequence[Any], batch_size: int = 16) -> torch.Tensor:
+        """Logits (N, K) of PIL images read through :attr:`published` (fp32 unless this is a fast copy)."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            batch = torch.stack([self.published(im) for im in images[i : i + batch_size]]).to(self.device)
+            out.append(self.run_net(batch).float())
+        return torch.cat(out) if out else torch.zeros(0, 0)
+
+    def predict_published(self, images: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(top-1 class, its softmax confidence) per PIL image, through the published transform."""
+        conf, cls = self.published_logits(images).softmax(-1).max(-1)
+        return cls, conf
 
     def forward(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """Logits (N, K) for [0,1] images."""

@@ -118,14 +118,16 @@ def _load_torchvision(name: str, variant: str | None, spec: str) -> Classifier:
         std=tuple(t.std),
         interpolation=t.interpolation.value,
         crop_pct=crop / resize,
+        resize_size=resize,
         class_names=tuple(w.meta["categories"]),
         weights=f"torchvision {w} ({weights_filename(w.url)})",
     )
-    return Classifier(net, cfg)
+    return Classifier(net, cfg, published=t)  # the published transform object itself
 
 
 # ---------------------------------------------------------- efficientnet-lite
-# TF-Lite EfficientNet preprocessing: (x*255 - 127) / 128, bicubic resize, centre crop size/(size+32).
+# TF-Lite EfficientNet preprocessing: (x*255 - 127) / 128, bicubic, centre crop size/(size+32). The published
+# pipeline is its torchvision form: Resize(size + 32, bicubic) -> CenterCrop(size) (docs/pipelines.md).
 _LITE_SIZES = {"lite0": 224, "lite1": 240, "lite2": 260}
 
 
@@ -169,6 +171,7 @@ def _load_efficientnet_lite(name: str, variant: str | None, spec: str) -> Classi
         std=(128.0 / 255,) * 3,
         interpolation="bicubic",
         crop_pct=size / (size + 32),
+        resize_size=size + 32,
         class_names=_imagenet_names(),
         pretrained=pretrained,
         weights=weights,
@@ -200,6 +203,7 @@ def _cfg_from_meta(spec: str, meta: dict[str, Any], path: Path) -> ModelCfg:
         std=tuple(meta.get("std", (0.229, 0.224, 0.225))),
         interpolation=meta.get("interpolation", "bilinear"),
         crop_pct=meta.get("crop_pct", 0.875),
+        resize_size=meta.get("resize_size"),
         class_names=tuple(names) if names else None,
         weights=str(path),
         extra={k: v for k, v in meta.items() if k == "output"},
@@ -337,8 +341,8 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
 def load_model(spec: str, device: str | torch.device = "cpu", **overrides: Any) -> Classifier:
     """Build the :class:`Classifier` for a spec, in eval mode, on ``device``.
 
-    ``overrides`` (``input_size``, ``mean``, ``std``, ``class_names``, ``crop_pct``, ``interpolation``,
-    ``output``) apply to ``torchscript:``/``onnx:`` specs and replace sidecar values.
+    ``overrides`` (``input_size``, ``mean``, ``std``, ``class_names``, ``crop_pct``, ``resize_size``,
+    ``interpolation``, ``output``) apply to ``torchscript:``/``onnx:`` specs and replace sidecar values.
     """
     source, name, variant = parse_spec(spec)
     if source in FILE_SOURCES:
@@ -348,6 +352,7 @@ def load_model(spec: str, device: str | torch.device = "cpu", **overrides: Any) 
         known = {f for f in ModelCfg.__dataclass_fields__ if overrides.get(f) is not None}
         if known:
             clf.cfg = replace(clf.cfg, **{k: overrides[k] for k in known})
+            clf.published = None  # the published transform follows the changed config
     else:
         raise ModelError(f"unknown model source {source!r} in {spec!r}; known: {sorted(LOADERS) + list(FILE_SOURCES)}")
     log.info("loaded %s (%s)", spec, clf.cfg.weights)

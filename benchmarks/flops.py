@@ -21,14 +21,14 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).parent))
 import machine  # noqa: E402
 
+from onlymine.attacks.defaults import layers_for  # noqa: E402
 from onlymine.models import load_model  # noqa: E402
-from onlymine.settings import MODEL_DEFAULTS  # noqa: E402
 
 
 def step_flops(spec: str) -> float:
     """FLOPs per image of one FMD step (forward with the feature tap + backward to the input)."""
     clf = load_model(spec)
-    layer = MODEL_DEFAULTS.get(spec, {}).get("layer") or clf.default_layer()
+    layer = layers_for("fmd", clf)[0]
     h, w = clf.cfg.input_size
     x = torch.rand(1, 3, h, w, requires_grad=True)
     with FlopCounterMode(display=False) as fc:

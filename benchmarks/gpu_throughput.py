@@ -24,9 +24,9 @@ import torch
 
 from onlymine import io
 from onlymine.attacks import FMD
+from onlymine.attacks.defaults import layers_for
 from onlymine.models import load_model
 from onlymine.models.fast import fast_classifier
-from onlymine.settings import MODEL_DEFAULTS
 
 KIT = Path(__file__).resolve().parents[2] / "shared" / "kit" / "photos" / "imagenet"
 MODELS = ("torchvision:mobilenet_v2", "efficientnet-lite:lite0", "torchvision:resnet50:random")
@@ -50,7 +50,7 @@ def measure(spec: str, batch: int, precision: str, steps: int, size: int, device
     row: dict[str, Any] = {"model": spec, "batch": batch, "precision": precision, "steps": steps,
                            "device": device.type, "size": size}
     clf = load_model(spec, device=device)
-    layer = MODEL_DEFAULTS.get(spec, {}).get("layer") or clf.default_layer()
+    layer = layers_for("fmd", clf)[0]
     fast = fast_classifier(clf, keep=[layer], precision=precision)
     x, row["images"] = photos(batch, size, device)
     short = FMD(fast, layer, steps=1, keep_best=True)

@@ -22,7 +22,7 @@ KIT_PHOTOS = REPO.parent / "shared" / "kit" / "photos" / "imagenet"
 
 
 def machine() -> str:
-    from onlymine.experiments.protocol import machine as describe
+    from onlymine.experiments.outputs import machine as describe
 
     return describe()
 
@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=20, help="uploads (one photo each), all sent at once")
     p.add_argument("--concurrency", type=int, help="uploads in flight at a time (default: all N)")
-    p.add_argument("--photos", type=Path, default=KIT_PHOTOS, help="folder of photos (default: the kit's ImageNet photos)")
+    p.add_argument("--photos", type=Path, default=KIT_PHOTOS,
+                   help="folder of photos (default: the kit's ImageNet photos)")
     p.add_argument("--glob", default="foolbox_*.jpg")
     p.add_argument("--url", help="an already running server on this machine (default: start one in this process)")
     p.add_argument("--workers", type=int, default=2)
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with background_server(cfg) as url:
             report = run_load(url, files, a.n, a.concurrency, a.timeout, eps_255=eps_255, on_result=progress)
-    meta = {"date": dt.date.today().isoformat(), "machine": machine(), "photos": f"{os.path.relpath(a.photos, REPO)} ({a.glob})",
+    meta = {"date": dt.date.today().isoformat(), "machine": machine(),
+            "photos": f"{os.path.relpath(a.photos, REPO)} ({a.glob})",
             "server": None if a.url else {"workers": cfg.workers, "preset": preset, "eps_255": eps_255,
                                           "unauthorized": list(cfg.unauthorized), "torch_threads": a.torch_threads},
             "command": "python benchmarks/loadtest.py " + " ".join(argv if argv is not None else sys.argv[1:])}

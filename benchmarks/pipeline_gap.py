@@ -98,7 +98,7 @@ def main() -> None:
     from machine import cpu_model
 
     from onlymine import io
-    from onlymine.experiments.protocol import machine
+    from onlymine.experiments.outputs import machine
 
     files, _ = io.find_images([a.photos])
     rows = [measure(spec, files) for spec in a.models]

@@ -137,7 +137,7 @@ def _settings(method: str, steps: int) -> Any:
                 pass
     # onlymine's defaults use their own number of steps, scaled like the reference's N (same at N = 100)
     s = ProtectSettings.build(model=SPEC, **overrides)
-    return ProtectSettings.build(model=SPEC, **{**overrides, "steps": max(1, round(s.steps * steps / 100))})
+    return ProtectSettings.build(model=SPEC, **{**overrides, "steps": max(1, round(s.config.steps * steps / 100))})
 
 
 def _dirname(method: str) -> str:
@@ -157,18 +157,18 @@ def worker(method: str, files: list[Path], out_dir: Path, a: argparse.Namespace)
     """Run one method on ``files`` into ``out_dir``; timing excludes model loading and set-up."""
     import torch
 
-    from onlymine.settings import PRESETS
+    from onlymine.attacks import FMDConfig
 
-    eps, alpha = PRESETS["high"]["eps"], PRESETS["high"]["alpha"]
+    eps, alpha = FMDConfig().eps, FMDConfig().alpha
     out_dir.mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()[0]
     res: dict[str, Any] = {"method": method, "images": len(files)}
     if method == "naive":
-        from onlymine.settings import MODEL_DEFAULTS
+        from onlymine.attacks.defaults import MEASURED
 
-        d = MODEL_DEFAULTS[SPEC]
+        d = MEASURED[("fmd", SPEC)]
         t = time.perf_counter()
-        res["steps_total"] = naive_protect(files, out_dir, a.steps, eps, alpha, d["lam"], d["layer"], a.seed)
+        res["steps_total"] = naive_protect(files, out_dir, a.steps, eps, alpha, d["lam"], d["layers"][0], a.seed)
         res["seconds"] = time.perf_counter() - t
     elif method == "torchattacks":
         import torchattacks
@@ -206,7 +206,7 @@ def worker(method: str, files: list[Path], out_dir: Path, a: argparse.Namespace)
                                 protector=prot)
         res["seconds"] = time.perf_counter() - t
         rows = [o.row for o in summary.outcomes if o.row and "record" in o.row]
-        res["steps_total"] = sum(int(r["record"].get("steps", prot.settings.steps)) for r in rows)
+        res["steps_total"] = sum(int(r["record"].get("steps", prot.settings.config.steps)) for r in rows)
         res["verified_kept"] = sum(bool(r["verified"]["kept"]) for r in rows)
         res["attempts_total"] = sum(int(r["attempts"]) for r in rows)
         res["settings"] = prot.settings.to_dict()
@@ -226,19 +226,19 @@ def step_compare(files: list[Path], a: argparse.Namespace, reps: int = 3) -> dic
     import torchattacks
 
     from onlymine import io
-    from onlymine.attacks import FMD, FMDPlus
+    from onlymine.attacks import FMD, FMDConfig, FMDPlus
+    from onlymine.attacks.defaults import MEASURED
     from onlymine.models import load_model
     from onlymine.models.fast import fast_classifier
-    from onlymine.settings import MODEL_DEFAULTS, PLUS_DEFAULTS, PRESETS
 
-    eps, alpha = PRESETS["high"]["eps"], PRESETS["high"]["alpha"]
-    d = MODEL_DEFAULTS[SPEC]
+    eps, alpha = FMDConfig().eps, FMDConfig().alpha
+    d = {"layer": MEASURED[("fmd", SPEC)]["layers"][0], "lam": MEASURED[("fmd", SPEC)]["lam"]}
     ims = [x for x in (io.load_image(p).rgb for p in files) if tuple(x.shape) == (3, 512, 512)]
     if not ims:
         return {"step_note": "no 512x512 photo among the files"}
     batch = torch.stack([ims[i % len(ims)] for i in range(a.batch_size)])
     clf = load_model(SPEC)
-    plus_layers = PLUS_DEFAULTS[SPEC]["layer"]
+    plus_layers = list(MEASURED[("fmd+", SPEC)]["layers"])
     fast = fast_classifier(clf, keep=[d["layer"], *plus_layers])
     k = a.step_steps
     runs = {  # (short, long) runs; the difference over k steps is the marginal cost of a step
@@ -304,7 +304,8 @@ def run_worker(method: str, files: list[Path], out_dir: Path, a: argparse.Namesp
 
 
 def aggregate(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    agg: dict[str, Any] = {"images": sum(p["images"] for p in parts), "seconds": sum(p.get("seconds", 0) for p in parts),
+    agg: dict[str, Any] = {"images": sum(p["images"] for p in parts),
+                           "seconds": sum(p.get("seconds", 0) for p in parts),
                            "steps_total": sum(p.get("steps_total", 0) for p in parts),
                            "peak_rss_mb": max(p["peak_rss_mb"] for p in parts),
                            "loadavg": [p["loadavg"] for p in parts]}
@@ -344,7 +345,8 @@ def markdown(res: dict[str, Any]) -> str:
                      f"{p.get('clean_unauthorized_mean', float('nan')):.3f} | {p.get('psnr') or float('nan'):.2f} |")
     s = m.get("step")
     if s and "onlymine_fmd_ms_per_img_step" in s:
-        lines += ["", f"Per step at batch {s['step_batch']} (512x512 photos, marginal cost of {s['step_steps']} steps, best of 3): "
+        lines += ["", f"Per step at batch {s['step_batch']} (512x512 photos, marginal cost of {s['step_steps']} "
+                  "steps, best of 3): "
                   f"torchattacks PGD {s['torchattacks_pgd_ms_per_img_step']} ms/image/step, onlymine FMD "
                   f"{s['onlymine_fmd_ms_per_img_step']} ms/image/step ({s['step_speedup_vs_torchattacks']}x)"
                   + (f", onlymine FMD+ {s['onlymine_fmd_plus_ms_per_img_step']} ms/image/step "
@@ -365,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step-steps", type=int, default=5, help="steps per timing in the per-step comparison")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help="comma list of naive, torchattacks, onlymine, onlymine-paper, onlymine+KEY=VAL[+KEY=VAL...], step")
+                   help="comma list of naive, torchattacks, onlymine, onlymine-paper, "
+                        "onlymine+KEY=VAL[+KEY=VAL...], step")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--out-dir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--files", nargs="*", type=Path, help=argparse.SUPPRESS)
@@ -401,10 +404,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"round {r + 1}/{rounds}: {m} on {len(chunk)} photo(s)", file=sys.stderr, flush=True)
             parts[m].append(run_worker(m, chunk, a.out / "out" / _dirname(m), a))
-    res: dict[str, Any] = {"machine": info, "args": {k: v for k, v in vars(a).items() if k in
-                                                      ("photos", "rounds", "steps", "batch_size", "seed", "step_steps")},
-                           "command": "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                           "photos": len(files), "methods": {m: aggregate(v) for m, v in parts.items()}}
+    keys = ("photos", "rounds", "steps", "batch_size", "seed", "step_steps")
+    command = "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    res: dict[str, Any] = {"machine": info, "args": {k: v for k, v in vars(a).items() if k in keys},
+                           "command": command, "photos": len(files),
+                           "methods": {m: aggregate(v) for m, v in parts.items()}}
     outs = {m: a.out / "out" / _dirname(m) for m in methods if m != "step"}
     print("evaluating saved files", file=sys.stderr, flush=True)
     res["protection"] = evaluate(clean, outs, labels)

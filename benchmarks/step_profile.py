@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
+from onlymine.attacks.defaults import layers_for
 from onlymine.models import load_model
 from onlymine.models.fast import fast_classifier
-from onlymine.settings import MODEL_DEFAULTS
 
 sys.path.insert(0, str(Path(__file__).parent))
 import machine  # noqa: E402
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     clf = load_model(a.model)
-    layer = MODEL_DEFAULTS.get(a.model, {}).get("layer") or clf.default_layer()
+    layer = layers_for("fmd", clf)[0]
     h, w = clf.cfg.input_size
     g = torch.Generator().manual_seed(0)
     rows = []
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
         wall, cpu = timed(step, a.reps)
         rows.append({"part": "network fwd+bwd", "fold_bn": fold, "channels_last": cl, "precision": prec,
-                     "wall_ms_per_img": round(wall / a.batch * 1000, 2), "cpu_ms_per_img": round(cpu / a.batch * 1000, 2)})
+                     "wall_ms_per_img": round(wall / a.batch * 1000, 2),
+                     "cpu_ms_per_img": round(cpu / a.batch * 1000, 2)})
     photos = [torch.rand(3, a.photo, a.photo, generator=g) for _ in range(a.batch)]
 
     def resize() -> None:

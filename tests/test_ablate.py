@@ -148,3 +148,69 @@ def test_cli_reports_a_bad_config(tmp_path, capsys):
     missing = tmp_path / "nope.yaml"
     assert main(["ablate", str(missing), "-o", str(tmp_path / "o")]) == 2
     assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_a_shared_setting_the_point_attack_lacks_is_left_out_and_removed_techniques_are_gone():
+    from onlymine.ablation.runner import point_settings
+
+    cfg = load_config(REPO / "configs" / "beyond-tune.yaml")
+    pts = {p.variant: p for p in cfg.points(lambda: STAGES)}
+    paper = point_settings(cfg, pts["paper"])  # settings: {texture: false} is FMD+'s, not FMD's
+    assert paper.attack == "fmd" and paper.config.keep_best is False and paper.config.lam == 0.01
+    assert point_settings(cfg, pts["fmd+"]).config.texture is False
+    for f in sorted((REPO / "configs").glob("*.yaml")):
+        c = load_config(f)
+        for p in c.points(lambda: STAGES):
+            point_settings(c, p)  # every shipped point builds (no key of a removed technique is left)
+    assert load_config(REPO / "configs" / "defaults-lite0.yaml").attack == "fmd"
+
+
+def test_ablation_and_the_protocol_run_their_cells_through_one_run_cell(tmp_path, monkeypatch):
+    """Both protect-then-evaluate through ``onlymine.experiments.run.run_cell`` (patched here: nothing runs)."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from onlymine.ablation import runner
+    from onlymine.evaluate import Evaluation
+    from onlymine.experiments import run
+    from onlymine.experiments.methods import METHODS
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.new("RGB", (8, 8), (60 * i, 20, 0)).save(photos / f"p{i}.png")
+    calls = []
+
+    def fake_run_cell(files, names, folder, settings, protector, judges, authorized, **kw):
+        calls.append((folder.relative_to(tmp_path).parts[0], settings.attack, authorized, list(names)))
+        return run.CellRun(folder, settings.to_dict(), {"ok": len(files)}, {f: f for f in files}, [], Evaluation())
+
+    class Judge:
+        def __init__(self, name):
+            self.name = name
+
+        def predict(self, images):
+            return [0] * len(images)
+
+        def kept(self, clean, protected):
+            return clean == protected
+
+        def correct(self, pred, label):
+            return None
+
+    monkeypatch.setattr(run, "run_cell", fake_run_cell)
+    files = sorted(photos.glob("*.png"))
+    proto = run.Protocol(name="t", files=files, root=photos, authorized=["m:a"], judges=[Judge("m:a")],
+                         load_model=lambda spec: pytest.fail("no model is loaded"), methods=[METHODS["clean"],
+                                                                                               METHODS["fmd"]],
+                         out=tmp_path / "proto", transforms=["none"], progress=False)
+    res = run.run_protocol(proto)
+    assert [j.method.key for j in res.jobs] == ["clean", "fmd"] and res.job("fmd", "m:a").protect == {"ok": 2}
+    models = {s: SimpleNamespace(name=s, stages=lambda: STAGES) for s in ("m:a", "m:b")}
+    cfg = parse_config({"authorized": "m:a", "unauthorized": ["m:b"], "data": str(photos),
+                        "base": {"layer": "features.7", "steps": 1, "lam": 0.01}, "axes": {"lam": [0]}})
+    abl = runner.run_ablation(cfg, tmp_path / "abl", progress=False, models=models)
+    assert [r["axis"] for r in abl.rows] == ["base", "lam"]
+    assert calls == [("proto", "fmd", "m:a", ["p0.png", "p1.png"]),
+                     *[("abl", "fmd+", "m:a", ["p0.png", "p1.png"])] * 2]

@@ -28,7 +28,7 @@ FACTORIES: dict[str, Factory] = {
 NAMES = sorted(FACTORIES)
 
 
-def make(name: str, model: Classifier, eps: float = 16 / 255, seed: int | None = 0) -> Attack:
+def make(name: str, model: Classifier, eps: float = 16 / 255, seed: int = 0) -> Attack:
     return FACTORIES[name](model, eps=eps, seed=seed)
 
 
@@ -45,7 +45,7 @@ def images(n: int = 2, h: int = 24, w: int = 30, seed: int = 1) -> torch.Tensor:
 @pytest.mark.parametrize("name", NAMES)
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    eps=st.floats(0.0, 32 / 255),
+    eps=st.floats(0.5 / 255, 32 / 255),
     n=st.integers(1, 3),
     h=st.integers(4, 40),
     w=st.integers(4, 40),
@@ -102,9 +102,9 @@ def test_same_seed_same_output_different_seed_differs(clf, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_eps_zero_returns_input(clf, name):
-    x = images(2)
-    assert torch.equal(make(name, clf, eps=0.0)(x), x)
+def test_eps_zero_is_refused_naming_the_flag(clf, name):
+    with pytest.raises(ValueError, match=r"--eps must be greater than 0"):
+        make(name, clf, eps=0.0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -177,7 +177,7 @@ def test_feature_distortion_record_matches_the_model(clf):
 def test_fmd_distorts_features_more_than_uniform_noise(clf):
     x = images(4, 32, 32)
     key = f"feat_mse[{TINY_LAYER}]"
-    fmd = FMD(clf, TINY_LAYER, steps=10, alpha=4 / 255, lam=0.0)
+    fmd = FMD(clf, TINY_LAYER, steps=10, alpha=4 / 255, lam=0.0, keep_best=False)
     noise = UniformNoise(clf, record_layers=[TINY_LAYER])
     fmd(x), noise(x)
     for rf, rn in zip(fmd.records, noise.records, strict=True):
@@ -208,14 +208,15 @@ def test_feature_only_is_fmd_without_keep_term(clf):
     atk = FeatureOnly(clf, TINY_LAYER, steps=2)
     assert atk.lam == 0.0 and atk.config()["attack"] == "feature-only"
     x = images(2)
-    same = FMD(clf, TINY_LAYER, steps=2, lam=0.0, seed=0)
+    same = FMD(clf, TINY_LAYER, steps=2, lam=0.0, seed=0, keep_best=False)
     assert torch.equal(atk(x), same(x))
 
 
 def test_config_describes_the_attack(clf):
     cfg = FMD(clf, [TINY_LAYER, "0"], eps=8 / 255, alpha=2 / 255, steps=5, lam=0.5, seed=3).config()
-    assert cfg == {"attack": "fmd", "eps": 8 / 255, "seed": 3, "layer": [TINY_LAYER, "0"], "alpha": 2 / 255,
-                   "steps": 5, "lam": 0.5, "random_start": True, "keep_best": False, "min_margin": 0.0}
+    assert cfg == {"attack": "fmd", "eps": 8 / 255, "seed": 3, "layers": [TINY_LAYER, "0"], "alpha": 2 / 255,
+                   "steps": 5, "lam": 0.5, "random_start": True, "keep_best": True, "early_stop": False,
+                   "keep_margin": 0.1}  # fp32 model: docs/pipelines.md
 
 
 # ------------------------------------------------------------------------------------------- bad arguments
@@ -242,12 +243,12 @@ def test_rejects_bad_eps(clf, eps):
 
 
 def test_rejects_bad_steps_and_alpha(clf):
-    with pytest.raises(ValueError, match="steps"):
-        FMD(clf, TINY_LAYER, steps=-1)
-    with pytest.raises(ValueError, match="alpha"):
+    for steps in (-1, 0):
+        with pytest.raises(ValueError, match="--steps must be at least 1"):
+            FMD(clf, TINY_LAYER, steps=steps)
+    with pytest.raises(ValueError, match="--alpha must be greater than 0"):
         FMD(clf, TINY_LAYER, alpha=0)
-    with pytest.raises(ValueError, match="layer"):
-        FMD(clf, [])
+    assert FMD(clf, []).layers == [clf.default_layer()]  # no layer given: the model's default
 
 
 def test_unknown_layer_fails_early_with_suggestions(clf):

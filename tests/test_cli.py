@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from onlymine import cli, io
+from onlymine.attacks import FMDConfig, FMDPlusConfig
 from onlymine.commands.protect import settings_from_args
-from onlymine.settings import PLUS_PRESETS, PRESETS, ProtectSettings
+from onlymine.settings import ProtectSettings
 from test_protect import sha, tree_hashes, write_photo
 from tiny import TINY_LAYER, tiny_classifier
 
@@ -20,7 +21,8 @@ FAST = ["--model", "torchvision:tiny", "--layer", TINY_LAYER, "--steps", "2", "-
 @pytest.fixture(autouse=True)
 def tiny_model(monkeypatch):
     """Every model spec loads the tiny classifier (the CLI path is what is tested here)."""
-    monkeypatch.setattr("onlymine.protect.load_model", lambda spec, device="cpu", **kw: tiny_classifier().to(device))
+    monkeypatch.setattr("onlymine.protect.loop.load_model",
+                        lambda spec, device="cpu", **kw: tiny_classifier().to(device))
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -86,8 +88,9 @@ def test_all_good_exits_zero_and_prints_configuration(tmp_path, capsys):
     printed = json.loads(line.removeprefix("configuration: "))
     saved = json.loads((out / "config.json").read_text())
     assert printed == saved["settings"]
-    assert printed["layer"] == [TINY_LAYER] and printed["lam"] == 0.01 and printed["steps"] == 2
-    assert printed["eps"] == PRESETS["high"]["eps"]
+    cfg = printed["config"]
+    assert cfg["layers"] == [TINY_LAYER] and cfg["lam"] == 0.01 and cfg["steps"] == 2
+    assert cfg["eps"] == FMDPlusConfig().eps
     row = io.read_jsonl(out / "manifest.jsonl")[0]
     assert row["settings"] == printed and row["settings_key"] == saved["settings_key"]
     assert "ok" in stdout and "a.png" in stdout
@@ -96,16 +99,18 @@ def test_all_good_exits_zero_and_prints_configuration(tmp_path, capsys):
 @pytest.mark.parametrize(("value", "expected"), [("16", 16 / 255), ("16/255", 16 / 255), ("0.0627", 0.0627),
                                                   ("8", 8 / 255), ("4/255", 4 / 255)])
 def test_eps_units(value, expected):
-    assert parse("--eps", value).eps == pytest.approx(expected, abs=1e-12)
-    assert parse("--alpha", value).alpha == pytest.approx(expected, abs=1e-12)
+    assert parse("--eps", value).config.eps == pytest.approx(expected, abs=1e-12)
+    assert parse("--alpha", value).config.alpha == pytest.approx(expected, abs=1e-12)
 
 
 @pytest.mark.parametrize("value", ["abc", "300", "1/0", "-3"])
 def test_bad_eps_is_a_usage_error(value, capsys):
-    with pytest.raises(SystemExit) as e:
-        cli.main(["protect", "x", "-o", "y", "--eps", value])
-    assert e.value.code == 2
-    assert "--eps" in capsys.readouterr().err
+    try:  # unreadable values fail in argparse, out-of-range ones in the settings check: both exit 2, one line
+        code = cli.main(["protect", "x", "-o", "y", "--eps", value])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and "--eps" in err and "Traceback" not in err and "parse_budget" not in err
 
 
 def test_eps_16_and_16_over_255_give_identical_outputs(tmp_path, capsys):
@@ -116,30 +121,65 @@ def test_eps_16_and_16_over_255_give_identical_outputs(tmp_path, capsys):
 
 
 def test_preset_then_explicit_flags_override():
-    low = parse("--preset", "low")
-    table = PLUS_PRESETS  # the default attack is FMD+
-    assert low.attack == "fmd+"
+    low = parse("--preset", "low").config
+    table = FMDPlusConfig.presets  # the default attack is FMD+
+    assert parse("--preset", "low").attack == "fmd+"
     assert (low.eps, low.alpha, low.steps) == (table["low"]["eps"], table["low"]["alpha"], table["low"]["steps"])
     mixed = parse("--preset", "low", "--steps", "7", "--eps", "6")
-    assert mixed.steps == 7 and mixed.eps == pytest.approx(6 / 255) and mixed.alpha == table["low"]["alpha"]
-    fmd = parse("--preset", "low", "--attack", "fmd")
-    assert (fmd.eps, fmd.alpha, fmd.steps) == (PRESETS["low"]["eps"], PRESETS["low"]["alpha"], PRESETS["low"]["steps"])
-    assert mixed.preset == "low"
+    assert mixed.config.steps == 7 and mixed.config.eps == pytest.approx(6 / 255)
+    assert mixed.config.alpha == table["low"]["alpha"] and mixed.preset == "low"
+    fmd = parse("--preset", "low", "--attack", "fmd").config
+    want = FMDConfig.presets["low"]
+    assert (fmd.eps, fmd.alpha, fmd.steps) == (want["eps"], want["alpha"], want["steps"])
     paper = parse("--paper", "--steps", "5")
-    assert paper.steps == 5 and paper.keep_best is False and paper.eps == pytest.approx(16 / 255)
-    assert paper.attack == "fmd" and paper.alpha == pytest.approx(4 / 255)  # --paper is one flag away
+    assert paper.config.steps == 5 and paper.config.keep_best is False and paper.config.eps == pytest.approx(16 / 255)
+    assert paper.attack == "fmd" and paper.config.alpha == pytest.approx(4 / 255)  # --paper is one flag away
     default = parse()
-    assert default.preset == "high" and default.eps == table["high"]["eps"] and default.texture is True
+    assert default.preset == "high" and default.config == FMDPlusConfig() and default.config.texture is True
 
 
 def test_fast_preset_is_fmd_plus_with_a_quarter_of_the_steps():
     fast = parse("--preset", "fast")
-    assert fast.attack == "fmd+" and fast.steps == PLUS_PRESETS["high"]["steps"] // 4
-    assert fast.eps == pytest.approx(16 / 255) and fast.alpha == pytest.approx(2 / 255)
-    with pytest.raises(ValueError, match="only for attack fmd\\+"):
+    assert fast.attack == "fmd+" and fast.config.steps == FMDPlusConfig().steps // 4
+    assert fast.config.eps == pytest.approx(16 / 255) and fast.config.alpha == pytest.approx(2 / 255)
+    with pytest.raises(ValueError, match="'fast' is not a preset of attack fmd.*it is one of fmd\\+"):
         ProtectSettings.build(preset="fast", attack="fmd")
-    with pytest.raises(ValueError, match="unknown preset 'extreme'"):
+    with pytest.raises(ValueError, match="'extreme' is not a preset"):
         ProtectSettings.build(preset="extreme")
+
+
+def test_help_fits_one_screen_and_help_all_reaches_every_setting(capsys):
+    import dataclasses
+
+    from onlymine.attacks import ATTACKS
+    from onlymine.attacks.config import flag_of
+    from onlymine.settings import SECTIONS
+
+    for flag in ("--help", "--help-all"):
+        with pytest.raises(SystemExit):
+            cli.main(["protect", flag])
+        text = capsys.readouterr().out
+        options = [ln for ln in text.splitlines() if ln.startswith("  -")]
+        if flag == "--help":
+            assert len(options) <= 25 and "--views" not in text
+        else:
+            every = {flag_of(f) for c in [*(a.Config for a in ATTACKS.values()), *SECTIONS.values()]
+                     for f in dataclasses.fields(c)}
+            assert all(f in text for f in every) and "--views" in text
+
+
+def test_config_file_sets_any_setting_and_flags_win(tmp_path):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("preset: mid\nviews: 3\neps: 6/255\nlayer: [features.4]\nformat: webp\nprecision: fp32\n")
+    s = parse("--config", str(cfg), "--eps", "5")
+    assert s.preset == "mid" and s.config.views == 3 and s.config.eps == pytest.approx(5 / 255)
+    assert s.config.layers == ("features.4",) and s.output.fmt == "webp" and s.runtime.precision == "fp32"
+    cfg.write_text("viewz: 3\n")
+    with pytest.raises(ValueError, match="unknown setting.*viewz"):
+        parse("--config", str(cfg))
+    cfg.write_text("views: 0\n")
+    with pytest.raises(ValueError, match="--views must be at least 1"):
+        parse("--config", str(cfg))
 
 
 def test_jpeg_format_warns(tmp_path, capsys):

@@ -27,7 +27,8 @@ def three_photos(kit_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     src = kit_dir / "photos" / "imagenet"
     with open(src / "labels.csv") as f:
         rows = [r for r in csv.DictReader(f) if int(r["label"]) >= 0]
-    pick = [r for r in rows if r["file"].startswith("foolbox_")][:2] + [r for r in rows if r["file"].startswith("aib_")][:1]
+    pick = [r for r in rows if r["file"].startswith("foolbox_")][:2] \
+        + [r for r in rows if r["file"].startswith("aib_")][:1]
     data = tmp_path_factory.mktemp("photos")
     for r in pick:
         shutil.copy(src / r["file"], data / r["file"])
@@ -77,7 +78,7 @@ def test_results_cover_the_protocol(experiment: Path):
             assert r["accuracy"] == 1.0, r
     jobs = {(j["method"], j["authorized"]): j for j in res["jobs"]}
     assert jobs[("fmd-paper", MODELS[0])]["protect"]["failed_verification"] == 0
-    assert jobs[("fmd-paper", MODELS[0])]["settings"]["steps"] == 2
+    assert jobs[("fmd-paper", MODELS[0])]["settings"]["config"]["steps"] == 2
     quality = [r for r in rows if r["method"] == "fmd-paper" and r["transform"] == "none"]
     assert all(20 < r["q_psnr"] < 50 and r["q_linf"] <= 16 / 255 + 1e-6 for r in quality)
     clean_q = [r for r in rows if r["method"] == "clean" and r["transform"] == "none" and r["subset"] == "all"]
@@ -176,7 +177,7 @@ def test_surrogate_method_holds_the_surrogate_out_of_its_row(three_photos: Path,
     assert rc == 0
     for i, spec in enumerate(models):
         cfg = json.loads((out / "fmd-plus-sur" / spec.replace(":", "_") / "config.json").read_text())["settings"]
-        assert cfg["attack"] == "fmd+" and cfg["surrogates"] == [models[(i + 1) % 3]]
+        assert cfg["attack"] == "fmd+" and cfg["config"]["surrogates"] == [models[(i + 1) % 3]]
     rows = [r for r in json.loads((out / "results.json").read_text())["rows"]
             if r["method"] == "fmd-plus-sur" and r["subset"] == "all" and not r["restricted"]]
     roles = {(r["authorized"], r["judge"]): r["role"] for r in rows}
@@ -189,14 +190,14 @@ def test_held_out_mean_compares_on_the_surrogate_rows_cells_and_two_models_are_r
         three_photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from types import SimpleNamespace
 
-    from onlymine.experiments import protocol
+    from onlymine.experiments import aggregate
     from onlymine.report import MatrixRow
 
     a, b, c = "m:a", "m:b", "m:c"
     rows = {"plain": [MatrixRow(a, {a: 1.0, b: 0.2, c: 0.6}), MatrixRow(b, {a: 0.4, b: 1.0, c: 0.0})],
             "sur": [MatrixRow(a, {a: 1.0, c: 0.1}, surrogates=(b,)), MatrixRow(b, {a: 0.3, b: 1.0}, surrogates=(c,))]}
-    monkeypatch.setattr(protocol, "matrix", lambda res, method, *args: rows[method])
-    assert protocol.held_out_mean(SimpleNamespace(), "plain", "sur") == pytest.approx((0.6 + 0.4) / 2)
+    monkeypatch.setattr(aggregate, "matrix", lambda res, method, *args: rows[method])
+    assert aggregate.held_out_mean(SimpleNamespace(), "plain", "sur") == pytest.approx((0.6 + 0.4) / 2)
     rc = main(["experiment", "imagenet", "-o", str(tmp_path / "two"), "--data", str(three_photos), "--limit", "1",
                "--models", *MODELS, "--methods", "clean", "fmd-plus-sur", "--steps", "1", "--no-progress"])
     assert rc == 2 and not (tmp_path / "two" / "fmd-plus-sur").exists()
@@ -207,19 +208,19 @@ def test_baseline_claim_names_the_baselines_that_do_not_count(monkeypatch: pytes
     so the claim is never vacuously true without the reader seeing it."""
     from types import SimpleNamespace
 
-    from onlymine.experiments import protocol
+    from onlymine.experiments import aggregate
 
     ov = [{"method": "clean", "label": "Clean", "authorized_min": 1.0, "unauthorized_mean": 1.0},
           {"method": "uniform-noise", "label": "UniformNoise", "authorized_min": 0.97, "unauthorized_mean": 0.98},
           {"method": "fmd-paper", "label": "FMD", "authorized_min": 1.0, "unauthorized_mean": 0.48}]
-    monkeypatch.setattr(protocol, "overview", lambda *a, **k: ov)
-    monkeypatch.setattr(protocol, "matrix", lambda *a, **k: [])
+    monkeypatch.setattr(aggregate, "overview", lambda *a, **k: ov)
+    monkeypatch.setattr(aggregate, "matrix", lambda *a, **k: [])
     res = SimpleNamespace(protocol=SimpleNamespace(methods=[SimpleNamespace(key=o["method"]) for o in ov]), jobs=[])
-    claim = next(c for c in protocol.checks(res) if "below every baseline" in c[0])
+    claim = next(c for c in aggregate.checks(res) if "below every baseline" in c[0])
     assert claim[1] is True
     assert "none qualifies" in claim[2] and "not kept: UniformNoise 98.00% (authorized min 97.00%)" in claim[2]
     ov[1]["authorized_min"] = 1.0  # now it counts, and FMD is below it
-    claim = next(c for c in protocol.checks(res) if "below every baseline" in c[0])
+    claim = next(c for c in aggregate.checks(res) if "below every baseline" in c[0])
     assert claim[1] is True and "baselines: UniformNoise 98.00%" in claim[2] and "not kept" not in claim[2]
     ov[2]["unauthorized_mean"] = 0.99  # above a qualifying baseline: the claim fails
-    assert next(c for c in protocol.checks(res) if "below every baseline" in c[0])[1] is False
+    assert next(c for c in aggregate.checks(res) if "below every baseline" in c[0])[1] is False

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from onlymine import cli
+from onlymine.experiments import face_scores as scores
 from onlymine.experiments import faces as fx
 from onlymine.faces import kit
 
@@ -26,7 +27,8 @@ def test_claims_table_says_what_holds_and_by_how_much() -> None:
         _row("identity", "fmd+", "kit:a", "kit:b", 1.0, 1.0),
         _row("identity", "uniform-noise", "kit:a", "kit:b", 1.0, 1.0),
     ]
-    t = fx.claims({"predictions": preds}, [("region border pixels", 0.0), ("ring 0-8 px outside the region", 0.1)])
+    t = scores.claims({"predictions": preds}, [("region border pixels", 0.0),
+                                               ("ring 0-8 px outside the region", 0.1)])
     verdict = {r[0]: r[1] for r in t.rows}
     assert verdict["identity, fmd: the authorized model identifies >= 99% of faces on the saved files"] == "yes"
     assert verdict["identity, fmd+: the authorized model identifies >= 99% of faces on the saved files"] == "no"
@@ -35,8 +37,9 @@ def test_claims_table_says_what_holds_and_by_how_much() -> None:
     assert "100.00 points" in drops["identity, fmd: unauthorized recognisers fall well below their clean rate"][1]
     assert drops["identity, fmd+: unauthorized recognisers fall well below their clean rate"][0] == "no"
     assert verdict["a face in a group photo is pasted back with no seam at the crop border"] == "yes"
-    t = fx.claims({"predictions": preds}, [("region border pixels", 3.0)])
-    assert {r[0]: r[1] for r in t.rows}["a face in a group photo is pasted back with no seam at the crop border"] == "no"
+    t = scores.claims({"predictions": preds}, [("region border pixels", 3.0)])
+    seam = "a face in a group photo is pasted back with no seam at the crop border"
+    assert {r[0]: r[1] for r in t.rows}[seam] == "no"
 
 
 def test_identities_of_group_photo_uses_the_named_cast() -> None:
@@ -97,11 +100,11 @@ def test_surrogate_method_holds_each_judge_out_of_its_own_run(kit_dir: Path, tmp
         assert held != run["authorized"] and held not in run["surrogates"]
         assert sorted([run["authorized"], held, *run["surrogates"]]) == sorted(f"kit:{r}" for r in recs)
         cfg = json.loads((Path(run["dir"]) / "config.json").read_text())["settings"]
-        assert cfg["attack"] == "fmd+" and cfg["surrogates"] == run["surrogates"]
+        assert cfg["attack"] == "fmd+" and cfg["config"]["surrogates"] == run["surrogates"]
         judged = {r["judge"] for r in res["predictions"] if r["authorized"] == run["authorized"]
                   and r["judge"] not in (run["authorized"],)}
         assert judged == {f"kit:{r}" for r in recs} - {run["authorized"]}  # over its two runs
-    rows = fx.matrix_rows(res, "identity", "fmd+sur", "correct", "identity")
+    rows = scores.matrix_rows(res, "identity", "fmd+sur", "correct", "identity")
     assert [r.authorized for r in rows] == ["kit:faceapi_recognition"]  # one row for its two runs
     assert set(rows[0].scores) == {f"kit:{r}" for r in recs}
     md = (out / "report.md").read_text()

@@ -114,7 +114,7 @@ def test_face_protection_of_a_group_photo_pastes_back_every_face(friends, tmp_pa
     out = io.load_image(Path(row["output"])).rgb
     assert out.shape == im.shape  # full resolution
     diff = (out - im).abs().amax(0)
-    assert float(diff.max()) <= s.eps + 1e-6
+    assert float(diff.max()) <= s.config.eps + 1e-6
     model = prot.model
     inside = torch.zeros_like(diff, dtype=torch.bool)
     for f in faces:

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import ExifTags, Image, ImageCms, ImageFile, JpegImagePlugin
 
-from onlymine import io as oio
 from onlymine.io import (
     IMAGE_SUFFIXES,
     MAX_PIXELS_DEFAULT,
@@ -339,7 +338,7 @@ def test_cmyk_with_profile_goes_through_color_management(
         calls.append(f"{image.mode}->{kwargs.get('outputMode')}")
         return Image.new("RGB", image.size, (10, 20, 30))
 
-    monkeypatch.setattr(oio.ImageCms, "profileToProfile", fake_profile_to_profile)
+    monkeypatch.setattr("onlymine.io.loading.ImageCms.profileToProfile", fake_profile_to_profile)
     image = Image.new("CMYK", (8, 8), (0, 255, 255, 0))
     loaded = load_image(write(tmp_path / "cmyk_icc.jpg", encoded(image, "JPEG", icc_profile=SRGB_PROFILE)))
     assert calls == ["CMYK->RGB"]

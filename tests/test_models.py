@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from onlymine.attacks.defaults import MEASURED
 from onlymine.models import Classifier, LayerError, ModelError, load_model, parse_spec
 from onlymine.models.preprocess import to_model_input
-from onlymine.settings import MODEL_DEFAULTS
 from tiny import NUM_CLASSES, tiny_net
 
 # architecture -> its expected main stages (random init: these test the code paths, not any weights)
@@ -128,7 +128,7 @@ def test_real_mobilenet_config_and_prediction_matches_torchvision(mobilenet, kit
     assert cfg.pretrained is True and len(cfg.class_names) == 1000
     assert cfg.input_size == (224, 224) and cfg.crop_pct == pytest.approx(224 / 256)
     assert mobilenet.stages() == [f"features.{i}" for i in range(19)]
-    assert MODEL_DEFAULTS["torchvision:mobilenet_v2"]["layer"] in mobilenet.stages()
+    assert set(MEASURED[("fmd", "torchvision:mobilenet_v2")]["layers"]) <= set(mobilenet.stages())
     ref = MobileNet_V2_Weights.IMAGENET1K_V1.transforms()
     agree = 0
     rows = imagenet_rows[:6]

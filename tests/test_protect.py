@@ -21,7 +21,7 @@ EPS = 16 / 255
 
 
 def fast_settings(**kw) -> ProtectSettings:
-    base = {"model": "tiny", "layer": [TINY_LAYER], "steps": 2, "lam": 0.01, "retries": 1}
+    base = {"model": "tiny", "layers": [TINY_LAYER], "steps": 2, "lam": 0.01, "retries": 1}
     return ProtectSettings.build(**{**base, **kw})
 
 
@@ -69,7 +69,7 @@ def test_protects_folder_into_mirrored_tree_and_writes_manifest(photos, tmp_path
     for r in rows:
         assert r["status"] == "ok" and r["sha256"] == sha(Path(r["input"]))
         assert {"input", "output", "sha256", "settings", "settings_key", "record", "verified", "attempts"} <= set(r)
-        assert r["settings"]["eps"] == EPS and r["settings"]["layer"] == [TINY_LAYER]
+        assert r["settings"]["config"]["eps"] == EPS and r["settings"]["config"]["layers"] == [TINY_LAYER]
         assert {"clean_top1", "protected_top1", "linf", "psnr", f"feat_mse[{TINY_LAYER}]",
                 f"feat_rel[{TINY_LAYER}]"} <= set(r["record"])
         saved = io.load_image(r["output"]).rgb
@@ -239,7 +239,7 @@ def _uniform_feat_rel(model, paths: list[Path], layer: str) -> list[float]:
 def _check_real_run(mobilenet, paths: list[Path], out: Path) -> list[dict]:
     settings = ProtectSettings()  # the defaults a user gets
     prot = Protector(settings, device="cpu", model=mobilenet)
-    layer = prot.settings.layer[0]
+    layer = prot.settings.config.layers[0]
     summary = protect_paths(paths, out, settings, batch_size=4, progress=False, protector=prot)
     rows = [r for r in io.read_jsonl(out / MANIFEST) if r.get("status")]
     assert len(rows) == len(paths)

@@ -17,7 +17,7 @@ from torch import nn
 from onlymine import io
 from onlymine.attacks import FMD
 from onlymine.attacks.fmd import margin
-from onlymine.commands.protect import add_attack_options, settings_from_args
+from onlymine.commands.options import add_settings_options, settings_from_args
 from onlymine.models import Classifier, ModelCfg
 from onlymine.models import fast as fastmod
 from onlymine.models.fast import fast_classifier, fold_batchnorm, resolve_precision
@@ -173,7 +173,7 @@ def _photos(folder: Path, n: int = 5) -> Path:
 
 
 def _settings(**kw) -> ProtectSettings:
-    return ProtectSettings.build(**{"model": "tiny", "layer": [TINY_LAYER], "steps": 2, "lam": 0.01,
+    return ProtectSettings.build(**{"model": "tiny", "layers": [TINY_LAYER], "steps": 2, "lam": 0.01,
                                     "retries": 1, **kw})
 
 
@@ -202,9 +202,9 @@ def test_batch_pixels_bounds_batches(tmp_path: Path, monkeypatch) -> None:
     sizes: list[int] = []
     orig = prot.protect_batch
 
-    def spy(ims, outputs, overwrite=False):
+    def spy(ims, outputs, *args, **kw):
         sizes.append(sum(im.rgb[0].numel() for im in ims))
-        return orig(ims, outputs, overwrite)
+        return orig(ims, outputs, *args, **kw)
 
     monkeypatch.setattr(prot, "protect_batch", spy)
     protect_paths([src], tmp_path / "out", prot.settings, batch_size=8, progress=False, protector=prot,
@@ -214,7 +214,7 @@ def test_batch_pixels_bounds_batches(tmp_path: Path, monkeypatch) -> None:
 
 def test_protector_attacks_the_fast_copy_and_verifies_with_the_model(tmp_path: Path) -> None:
     clf = bn_classifier()
-    prot = Protector(_settings(model="tiny-bn", layer=["2"]), device="cpu", model=clf)
+    prot = Protector(_settings(model="tiny-bn", layers=["2"]), device="cpu", model=clf)
     assert prot.attack.model is prot.fast_model and prot.fast_model is not clf
     assert isinstance(prot.model.net[1], nn.BatchNorm2d)
     summary = protect_paths([_photos(tmp_path / "in", 2)], tmp_path / "out", prot.settings, progress=False,
@@ -226,11 +226,14 @@ def test_cli_speed_flags_and_paper_mode() -> None:
     import argparse
 
     p = argparse.ArgumentParser()
-    add_attack_options(p)
-    s = settings_from_args(p.parse_args(["--early-stop", "--precision", "bf16", "--no-fold-bn", "--compile"]))
-    assert (s.early_stop, s.precision, s.fold_bn, s.compile, s.channels_last) == (True, "bf16", False, True, True)
-    assert settings_from_args(p.parse_args(["--paper"])).early_stop is False
-    assert ProtectSettings.build(paper=True).early_stop is False
+    add_settings_options(p)
+    s = settings_from_args(p.parse_args(["--attack", "fmd", "--early-stop", "--precision", "bf16", "--no-fold-bn",
+                                         "--compile"]))
+    r = s.runtime
+    got = (s.config.early_stop, r.precision, r.fold_bn, r.compile, r.channels_last)
+    assert got == (True, "bf16", False, True, True)
+    assert settings_from_args(p.parse_args(["--paper"])).config.early_stop is False
+    assert ProtectSettings.build(paper=True).config.early_stop is False
 
 
 # ------------------------------------------------------------------------------------- benchmarks

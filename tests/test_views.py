@@ -7,7 +7,8 @@ import torch
 from tests.tiny import TINY_LAYER, tiny_classifier
 
 from onlymine.attacks.fmd_plus import FMDPlus
-from onlymine.attacks.views import BlockShuffle, ResizePad
+from onlymine.attacks.keep import RobustKeep
+from onlymine.attacks.views import BankViews, BlockShuffle, ResizePad
 
 
 def _images(n: int = 3) -> list[torch.Tensor]:
@@ -49,8 +50,7 @@ def test_resize_pad_shrinks_into_a_zero_frame_and_fills_the_bank() -> None:
     assert torch.allclose(inside, F.interpolate(z, size=(24, 24), mode="bilinear", align_corners=False,
                                                 antialias=True))
     assert float(out.abs().sum()) == pytest.approx(float(inside.abs().sum()))  # zeros outside the shrunk image
-    atk = FMDPlus(tiny_classifier(), TINY_LAYER, steps=1, n_transforms=5)
-    bank = atk._transform_bank(torch.Generator().manual_seed(0))
+    bank = BankViews(32, torch.Generator().manual_seed(0), n=5).bank
     assert bank[0] is None and len(bank) == 6
     assert all(isinstance(t, ResizePad) and int(32 * 0.85) <= t.size < 32 for t in bank[1:])
 
@@ -80,11 +80,11 @@ def test_multi_view_settings_wiring_and_errors() -> None:
 
     clf = tiny_classifier()
     s = ProtectSettings.build(model="tiny", attack="fmd+", steps=2, views=4, shuffle=3)
-    atk = build_attack(clf, s.resolved())
-    assert (atk.views, atk.shuffle, atk.multi_view) == (4, 3, True)
+    atk = build_attack(clf, s)
+    assert (atk.cfg.views, atk.cfg.shuffle) == (4, 3)
     assert s.key() != ProtectSettings.build(model="tiny", attack="fmd+", steps=2).key()
-    for bad in ({"views": 0}, {"shuffle": 1}, {"views": 2, "importance": 2}):
-        with pytest.raises(ValueError, match="views"):
+    for bad, flag in (({"views": 0}, "--views"), ({"shuffle": 1}, "--shuffle"), ({"shuffle": -2}, "--shuffle")):
+        with pytest.raises(ValueError, match=flag):
             FMDPlus(clf, TINY_LAYER, **bad)
 
 
@@ -122,13 +122,13 @@ def test_robust_keep_checks_jpeg_and_half_size_copies() -> None:
     kw = dict(eps=8 / 255, alpha=2 / 255, steps=4, seed=2, views=2, shuffle=2)
     atk = FMDPlus(clf, TINY_LAYER, robust_keep=True, **kw)
     m = margin(clf.run_net(clf.preprocess(xs)), y)
-    keep, valid = atk._keep(xs, m, y, torch.Generator().manual_seed(0))
+    keep, valid = atk.keep(clf, xs, m, y, torch.Generator().manual_seed(0))
     assert keep.shape == valid.shape == (3,) and bool((valid <= m).all())
-    plain_keep, plain_valid = FMDPlus(clf, TINY_LAYER, **kw)._keep(xs, m, y, torch.Generator())
+    plain_keep, plain_valid = FMDPlus(clf, TINY_LAYER, **kw).keep(clf, xs, m, y, torch.Generator())
     assert torch.equal(plain_valid, m) and torch.equal(plain_keep, F.relu(2.0 - m))
     assert bool((keep >= plain_keep).all())  # the extra hinges only add
     adv = atk(xs)
     for a, x in zip(adv, xs, strict=True):
         assert float((a - x).abs().max()) <= 8 / 255 + 1e-6
-    assert atk.config()["robust_keep"] is True
+    assert atk.config()["robust_keep"] is True and isinstance(atk.keep, RobustKeep)
     assert [r["kept"] for r in atk.records] == (clf.predict(adv)[0] == y).tolist()

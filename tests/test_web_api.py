@@ -41,11 +41,8 @@ def cheap_config(**changes) -> ServerConfig:
 
 
 @pytest.fixture(scope="module")
-def photos(kit_dir: Path) -> list[Path]:
-    files = sorted((kit_dir / "photos" / "imagenet").glob("foolbox_*.jpg"))
-    if len(files) < 20:
-        pytest.skip("the kit has fewer than 20 foolbox photos")
-    return files
+def photos(sample_photos: list[Path]) -> list[Path]:
+    return sample_photos
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +106,7 @@ def test_config_and_openapi_expose_names_only(client):
     assert "script-src 'self'" in page.headers["content-security-policy"]
 
 
-def test_protect_job_end_to_end(client, photos, kit_dir):
+def test_protect_job_end_to_end(client, photos):
     """A JPEG with GPS EXIF and a PNG misnamed .jpg: both protected, verified, metadata-free, within eps."""
     jpeg, png = jpeg_with_gps(photos[0]), png_bytes(photos[1])
     r = client.post("/api/jobs", files=[("files", ("holiday.jpeg", jpeg, "image/jpeg")),
@@ -247,7 +244,8 @@ def test_malformed_requests_refused(client, case):
 
 def test_bad_job_ids_and_file_requests(client):
     assert client.get("/api/jobs/..%2F..%2Fetc%2Fpasswd").status_code in (404, 422)
-    assert client.get("/api/jobs/not-a-job").status_code == 422
+    r = client.get("/api/jobs/not-a-job")
+    assert r.status_code == 422 and isinstance(r.json()["detail"], str) and "job_id" in r.json()["detail"]
     r = client.get("/api/jobs/" + "0" * 32)
     assert r.status_code == 404 and "not found" in r.json()["detail"]
     assert client.get("/api/jobs/" + "0" * 32 + "/images/0/protected").status_code == 404
@@ -280,10 +278,43 @@ def test_config_rejects_bad_settings():
            "ONLYMINE_SERVE_PRESETS": '{"quick": {"preset": "low", "steps": 5}}'}
     cfg = ServerConfig.from_env(env, queue_limit=4)
     assert cfg.workers == 3 and cfg.queue_limit == 4 and cfg.unauthorized == ("efficientnet-lite:lite1", "a:b")
-    assert cfg.default_preset == "quick" and cfg.settings(cfg.authorized[0], "quick").steps == 5
+    assert cfg.default_preset == "quick" and cfg.settings(cfg.authorized[0], "quick").config.steps == 5
 
 
 # ------------------------------------------------------------------------------------------- queue and expiry
+
+
+def test_a_name_of_dots_is_a_name_not_a_path(client, small_jpeg):
+    r = client.post("/api/jobs", files=[("files", ("....png", small_jpeg, "image/jpeg"))],
+                    data={"model": "torchvision:mobilenet_v2", "preset": "fast"})
+    assert r.status_code == 202, r.text
+    job = wait_done(client, r.json()["status_url"])
+    assert job["images"][0]["name"] == "....png" and job["images"][0]["status"] == "ok"
+    client.delete(r.json()["status_url"])
+
+
+def test_deleting_a_running_job_stops_it_between_steps_and_frees_the_worker(small_jpeg, restore_threads, tmp_path):
+    """A long job (many steps) is cancelled by DELETE: its worker stops between two attack steps, its files are
+    deleted, and the only worker takes the next job at once."""
+    slow = {"fast": {"preset": "low", "steps": 2}, "slow": {"preset": "high", "steps": 5000}}
+    with TestClient(create_app(cheap_config(presets=slow, data_dir=tmp_path))) as c:
+        form = {"model": "torchvision:mobilenet_v2", "preset": "slow"}
+        files = [("files", ("a.jpg", small_jpeg, "image/jpeg"))]
+        url = c.post("/api/jobs", files=files, data=form).json()["status_url"]
+        deadline = time.monotonic() + 120
+        while c.get(url).json()["state"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        folder = c.app.state.jobs.root / url.rsplit("/", 1)[-1]
+        t0 = time.monotonic()
+        assert c.delete(url).status_code == 204
+        while folder.exists():
+            assert time.monotonic() - t0 < 60, "the cancelled job kept its worker"
+            time.sleep(0.1)
+        assert c.get(url).status_code == 404
+        form["preset"] = "fast"
+        nxt = c.post("/api/jobs", files=[("files", ("b.jpg", small_jpeg, "image/jpeg"))], data=form).json()
+        assert wait_done(c, nxt["status_url"], timeout=120)["state"] == "done"
 
 
 class GatedRunner:

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import SAMPLES
+
 CHROMIUM = os.environ.get("ONLYMINE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -46,7 +48,7 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server(kit_dir, tmp_path_factory):
+def server(tmp_path_factory):
     import torch
 
     from onlymine.web import ServerConfig
@@ -60,10 +62,10 @@ def server(kit_dir, tmp_path_factory):
     torch.set_num_threads(threads)
 
 
-def test_upload_protect_and_download_in_chromium(browser, server, kit_dir, tmp_path):
+def test_upload_protect_and_download_in_chromium(browser, server, tmp_path):
     from onlymine import io as oio
 
-    photo = kit_dir / "photos" / "imagenet" / "foolbox_03_990.jpg"
+    photo = SAMPLES / "chelsea.png"  # a real photo shipped with the repository (samples/SOURCES.md)
     page = browser.new_page(accept_downloads=True)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -95,7 +97,7 @@ def test_upload_protect_and_download_in_chromium(browser, server, kit_dir, tmp_p
     with page.expect_download() as info:
         result.locator(".download").click()
     download = info.value
-    assert download.suggested_filename == "foolbox_03_990-protected.png"
+    assert download.suggested_filename == "chelsea-protected.png"
     saved = tmp_path / download.suggested_filename
     download.save_as(saved)
     protected = Image.open(saved)
@@ -108,7 +110,7 @@ def test_upload_protect_and_download_in_chromium(browser, server, kit_dir, tmp_p
     with page.expect_download() as zinfo:
         page.click("#zip")
     z = zipfile.ZipFile(io.BytesIO(Path(zinfo.value.path()).read_bytes()))
-    assert z.namelist() == ["foolbox_03_990-protected.png"]
+    assert z.namelist() == ["chelsea-protected.png"]
     assert z.read(z.namelist()[0]) == saved.read_bytes()
     assert not errors, errors
 

@@ -25,7 +25,8 @@ def pareto_front(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     pts = [r for r in rows if protection(r) is not None and r.get("psnr") is not None and math.isfinite(r["psnr"])]
     front = []
     for r in pts:
-        dominated = any(o is not r and o["psnr"] >= r["psnr"] and protection(o) <= protection(r)  # type: ignore[operator]
+        dominated = any(o is not r and o["psnr"] >= r["psnr"]
+                        and protection(o) <= protection(r)  # type: ignore[operator]
                         and (o["psnr"] > r["psnr"] or protection(o) < protection(r))  # type: ignore[operator]
                         for o in pts)
         if not dominated:

@@ -22,12 +22,16 @@ Example (``configs/ablation-mobilenet_v2.yaml``)::
       eps: [4/255, 8/255, 12/255, 16/255]
       lam: [0, 0.01, 0.1, 1]
     alpha_follows_eps: true   # alpha = base alpha * eps / base eps when eps varies
-    settings: {}          # anything else ProtectSettings.build accepts (precision, keep_best, ...)
+    settings: {attack: fmd}   # anything else ProtectSettings.build accepts (attack, preset, precision, ...)
     recommend: {min_authorized: 1.0, eps: base}
     explain: {images: 4}  # Grad-CAM grid and confidence figure for the base setting (0: off)
 
 * ``design: variants`` runs ``base`` changed by each entry of ``variants`` (name -> any ProtectSettings
   fields, e.g. ``{attack: fmd+, momentum: 0}``): an ablation of techniques rather than of one parameter.
+
+A point's attack is its variant's ``attack``, else ``settings: {attack: ...}``, else ProtectSettings' default
+(FMD+). ``settings`` and the point's ``layer, alpha, steps, lam`` are left out where the attack has no such
+setting (``texture`` for a variant with ``attack: fmd``, ``lam`` for PGD); a variant's other values must apply.
 
 Budgets (``eps``, ``alpha``) accept ``16``, ``16/255`` or ``0.0627`` like the CLI. ``layer`` may be a list
 (FMD+ distorts several) or ``default`` (the attack's per-model default). Optional keys: ``split`` (``tune`` or
@@ -44,7 +48,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from onlymine.settings import parse_budget
+from onlymine.attacks.defaults import LAM, MEASURED
+from onlymine.settings import DEFAULT_ATTACK, parse_budget
 
 AXES = ("layer", "eps", "alpha", "steps", "lam")
 KIT_IMAGENET = Path(__file__).resolve().parents[3] / ".." / "shared" / "kit" / "photos" / "imagenet"
@@ -125,6 +130,11 @@ class AblationConfig:
             raise ConfigError(f"{self.source or 'config'}: photo folder {d} does not exist (set 'data:')")
         return d
 
+    @property
+    def attack(self) -> str:
+        """The attack of the base point (``settings: {attack: ...}``; default: ProtectSettings' own)."""
+        return str(self.settings.get("attack") or DEFAULT_ATTACK)
+
     def labels_file(self) -> Path | None:
         p = self.labels if self.labels is not None else self.data_dir() / "labels.csv"
         return p if p.is_file() else None
@@ -182,9 +192,7 @@ class AblationConfig:
         if isinstance(layer, list):
             layer = "+".join(str(x) for x in layer)
         if not layer:
-            from onlymine.settings import MODEL_DEFAULTS
-
-            layer = MODEL_DEFAULTS.get(self.authorized, {}).get("layer")
+            layer = code_default(self.attack, self.authorized).get("layer")
         if not layer:
             st = list(stages())
             layer = st[int(0.4 * (len(st) - 1))]
@@ -209,6 +217,15 @@ class AblationConfig:
             return [conv(x) for x in _as_list(v, axis, self.source)]
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{self.source or 'config'}: axis {axis!r}: {e}") from e
+
+
+def code_default(attack: str, spec: str) -> dict[str, Any]:
+    """The measured per-model default of ``attack`` on ``spec`` as a point writes it (``layer``: stages joined
+    by ``+``, ``lam``), or ``{}`` when none is measured (attacks/defaults.py)."""
+    m = MEASURED.get((attack, spec))
+    if not m:
+        return {}
+    return {"layer": "+".join(m["layers"]) if m.get("layers") else None, "lam": m.get("lam", LAM.get(attack))}
 
 
 def budget(v: Any) -> float:

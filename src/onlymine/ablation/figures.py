@@ -29,12 +29,13 @@ def pareto_plot(path: str | Path, rows: Sequence[dict[str, Any]], title: str = "
             sel = [r for r in pts if (id(r) in ok) == filled]
             if sel:
                 ax.scatter([r["psnr"] for r in sel], [100 * protection(r) for r in sel],  # type: ignore[operator]
-                           label=("base point" if axis == "base" else f"varies {axis}") + ("" if filled else " (authorized flipped)"),
+                           label=("base point" if axis == "base" else f"varies {axis}")
+                           + ("" if filled else " (authorized flipped)"),
                            facecolors=None if filled else "none", edgecolors=None if filled else "C7", s=28)
     front = pareto_front([r for r in rows if id(r) in ok])
     if front:
-        ax.plot([r["psnr"] for r in front], [100 * protection(r) for r in front], "k--o", lw=1, mfc="none", ms=9,  # type: ignore[operator]
-                label="Pareto front (authorized kept)")
+        ax.plot([r["psnr"] for r in front], [100 * protection(r) for r in front],  # type: ignore[operator]
+                "k--o", lw=1, mfc="none", ms=9, label="Pareto front (authorized kept)")
     if chosen is not None:
         ax.scatter([chosen["psnr"]], [100 * protection(chosen)], marker="*", s=220, c="red",  # type: ignore[operator]
                    edgecolors="black", zorder=5, label="recommended")

@@ -1,11 +1,10 @@
-"""Run an ablation: every setting of a config through the one protect path, then the shared evaluation.
+"""Run an ablation: every setting of a config as one cell of the shared protocol.
 
-For each :class:`~onlymine.ablation.config.Point` the photos are protected with
-:func:`onlymine.protect.protect_paths` into ``OUT/settings/<point id>/`` (resumable through its manifest),
-the saved files are scored by the authorized model and every unauthorized model with
-:func:`onlymine.evaluate.evaluate_pairs` (cached in the same folder), and one tidy row is made:
-authorized accuracy/agreement on the saved files, each unauthorized accuracy and their average, PSNR,
-SSIM and seconds per image.
+For each :class:`~onlymine.ablation.config.Point`, :func:`onlymine.experiments.run.run_cell` protects the photos
+into ``OUT/settings/<point id>/`` (resumable through its manifest) and scores the saved files with the authorized
+model and every unauthorized model (cached in the same folder); then one tidy row is made: authorized
+accuracy/agreement on the saved files, each unauthorized accuracy and their average, PSNR, SSIM and seconds per
+image.
 """
 
 from __future__ import annotations
@@ -18,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from onlymine import report
-from onlymine.ablation.config import AblationConfig, Point
-from onlymine.evaluate import Evaluation, Pair, evaluate_pairs, quality_summary, read_labels, summarize
+from onlymine.ablation.config import AXES, AblationConfig, Point
+from onlymine.evaluate import Evaluation, quality_summary, read_labels, summarize
+from onlymine.experiments import run as cells
+from onlymine.experiments.methods import applicable
 from onlymine.judges import ClassifierJudge
 from onlymine.models import Classifier, load_model
-from onlymine.protect import Protector, protect_paths
-from onlymine.settings import ProtectSettings
+from onlymine.protect import Protector
+from onlymine.settings import DEFAULT_PRESET, ProtectSettings
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,19 @@ def select_photos(cfg: AblationConfig) -> tuple[Path, list[Path], dict[str, Any]
     return data, files, read_labels(lab) if lab else None
 
 
+def point_settings(cfg: AblationConfig, pt: Point) -> ProtectSettings:
+    """The settings of one point: its attack, ``cfg.settings`` and the point's parameters (the shared ones only
+    where the attack has them, see :mod:`onlymine.ablation.config`)."""
+    params = pt.params()
+    own = {k: v for k, v in params.items() if k not in AXES}
+    attack = str(own.pop("attack", None) or cfg.attack)
+    shared = {k: v for k, v in cfg.settings.items() if k != "attack"}
+    values = {**applicable(attack, shared), **applicable(attack, {k: params[k] for k in AXES}), **own}
+    preset = values.pop("preset", DEFAULT_PRESET)
+    return ProtectSettings.build(preset=preset, paper=bool(values.pop("paper", False)), model=cfg.authorized,
+                                 attack=attack, **values)
+
+
 def run_ablation(cfg: AblationConfig, out: str | Path, device: str = "cpu", progress: bool = True,
                  models: dict[str, Classifier] | None = None,
                  on_row: Callable[[dict[str, Any]], None] | None = None) -> AblationRun:
@@ -78,26 +92,16 @@ def run_ablation(cfg: AblationConfig, out: str | Path, device: str = "cpu", prog
     bar = tqdm(points, desc=f"ablate {cfg.name}", unit="setting", disable=not progress)
     for pt in bar:
         bar.set_postfix_str(pt.id, refresh=False)
-        s = ProtectSettings.build(model=cfg.authorized, **{**cfg.settings, **pt.params()})
-        folder = out / SETTINGS_DIR / pt.id
-        prot = Protector(s, device=device, model=auth)
-        summary = protect_paths(files, folder, s, batch_size=cfg.batch_size, resume=True, progress=progress,
-                                protector=prot)
-        for o in summary.outcomes:
-            if o.status == "error":
-                log.warning("%s", o.message)
-        by_input = {Path(o.row["input"]): Path(o.row["output"]) for o in summary.outcomes
-                    if o.status in ("ok", "failed", "skipped") and o.row.get("output")}
-        prows = [o.row for o in summary.outcomes if o.row.get("verified")]
-        pairs = [Pair(n, f, by_input[f]) for n, f in zip(names, files, strict=True) if f in by_input]
-        if not pairs:
+        s = point_settings(cfg, pt)
+        cell = cells.run_cell(files, names, out / SETTINGS_DIR / pt.id, s,
+                              lambda s=s: Protector(s, device=device, model=auth), judges, auth.name, labels=labels,
+                              transforms=("none", *cfg.transforms), clean_cache=clean_cache,
+                              batch_size=cfg.batch_size, progress=progress, desc=f"evaluate {pt.id}")
+        if not cell.outputs or cell.evaluation is None:
             log.warning("%s: no protected file to evaluate", pt.id)
             continue
-        ev = evaluate_pairs(pairs, judges, authorized=auth.name, labels=labels, transforms=("none", *cfg.transforms),
-                            cache_dir=folder, clean_cache=clean_cache, batch_size=cfg.batch_size,
-                            progress=progress, desc=f"evaluate {pt.id}")
-        run.evaluations[pt.id] = ev
-        row = result_row(pt, ev, prows, auth.name, [models[u].name for u in cfg.unauthorized])
+        run.evaluations[pt.id] = cell.evaluation
+        row = result_row(pt, cell.evaluation, cell.rows, auth.name, [models[u].name for u in cfg.unauthorized])
         run.rows.append(row)
         if on_row:
             on_row(row)

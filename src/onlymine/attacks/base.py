@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
+from onlymine.attacks.config import AttackConfig
 from onlymine.models.classifier import Classifier
 
 Images = torch.Tensor | Sequence[torch.Tensor]
@@ -36,8 +37,8 @@ def like_input(xs: list[torch.Tensor], images: Images) -> Images:
     return xs
 
 
-def project(x: torch.Tensor, x0: torch.Tensor, eps: float) -> torch.Tensor:
-    """Onto {||x - x0||_inf <= eps} intersected with [0, 1]."""
+def project(x: torch.Tensor, x0: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
+    """Onto {|x - x0| <= eps} intersected with [0, 1] (``eps`` a number, or a per-pixel budget tensor)."""
     return torch.clamp(torch.minimum(torch.maximum(x, x0 - eps), x0 + eps), 0.0, 1.0)
 
 
@@ -72,6 +73,10 @@ def psnr(x: torch.Tensor, x0: torch.Tensor) -> float:
     return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
+class Cancelled(Exception):
+    """Raised between two steps of an attack when its ``stop`` callback says so (a cancelled web job)."""
+
+
 @dataclass
 class AttackResult:
     """Adversarial images plus one record per image."""
@@ -83,31 +88,41 @@ class AttackResult:
 class Attack:
     """Base class. Subclasses implement :meth:`perturb` on a list of images already on the model's device.
 
+    Every attack owns a frozen config (``Config``, an :class:`~onlymine.attacks.config.AttackConfig`): pass
+    one, or its fields as keywords (``FMD(clf, "features.7", eps=8/255)``), or both (keywords win).
+
     Args:
         model: the authorized :class:`Classifier`.
-        eps: L-inf budget in [0,1] pixel units (16/255 in the paper).
-        seed: seeds the random start / noise; the same seed gives the same output.
+        config: the attack's settings (its ``eps``: L-inf budget in [0,1] pixel units; its ``seed``: the same
+            seed gives the same output).
         record_layers: feature layers whose distortion is recorded (defaults to the attack's own layers).
     """
 
     name = "attack"
+    Config: ClassVar[type[AttackConfig]] = AttackConfig
 
-    def __init__(self, model: Classifier, eps: float = 16 / 255, seed: int | None = 0,
-                 record_layers: Sequence[str] | None = None) -> None:
-        if not 0 <= eps <= 1:
-            raise ValueError(f"eps must be in [0, 1] (pixel/255 units), got {eps}")
+    def __init__(self, model: Classifier, config: AttackConfig | None = None,
+                 record_layers: Sequence[str] | None = None, **options: Any) -> None:
+        cfg = config if config is not None else self.Config()
+        if not isinstance(cfg, AttackConfig):
+            raise TypeError(f"{type(self).__name__} takes a {self.Config.__name__}, not a {type(cfg).__name__}")
+        self.cfg = cfg.replace(**options) if options else cfg
         self.model = model
-        self.eps = float(eps)
-        self.seed = seed
+        self.eps = float(self.cfg.eps)
+        self.seed = int(self.cfg.seed)
         self.record_layers = list(record_layers or [])
         self.records: list[dict[str, Any]] = []
         self._clean_feats: dict[str, torch.Tensor] | None = None  # run()'s clean pass, reused by perturb
+        self._stop: Callable[[], bool] | None = None
 
     # -- API -------------------------------------------------------------
     def __call__(self, images: Images, labels: torch.Tensor | None = None) -> Images:
         return self.run(images, labels).images
 
-    def run(self, images: Images, labels: torch.Tensor | None = None) -> AttackResult:
+    def run(self, images: Images, labels: torch.Tensor | None = None,
+            stop: Callable[[], bool] | None = None) -> AttackResult:
+        """Protect ``images`` (labels: the authorized predictions to keep, default the model's own); ``stop`` is
+        asked between steps and raises :class:`Cancelled` when it answers true."""
         xs = as_list(images)
         device = self.model.device
         x0 = [x.detach().to(device=device, dtype=torch.float32) for x in xs]
@@ -118,12 +133,12 @@ class Attack:
         y = logits0.argmax(-1) if labels is None else labels.to(device).long().view(-1)
         if len(y) != len(x0):
             raise ValueError(f"{len(y)} labels for {len(x0)} images")
-        gen = torch.Generator().manual_seed(self.seed if self.seed is not None else torch.seed())
-        self._clean_feats = feats0
+        gen = torch.Generator().manual_seed(self.seed)
+        self._clean_feats, self._stop = feats0, stop
         try:
             adv = self.perturb(x0, y, gen)
         finally:
-            self._clean_feats = None
+            self._clean_feats, self._stop = None, None
         adv = [project(a.detach(), x, self.eps) for a, x in zip(adv, x0, strict=True)]
         self.records = self.image_records(x0, adv, logits0, feats0, y)
         out = [a.to(device=x.device, dtype=x.dtype) for a, x in zip(adv, xs, strict=True)]
@@ -131,6 +146,11 @@ class Attack:
 
     def perturb(self, x0: list[torch.Tensor], y: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
         raise NotImplementedError
+
+    def checkpoint(self) -> None:
+        """Called by iterative attacks between steps: stop here if the caller asked to."""
+        if self._stop is not None and self._stop():
+            raise Cancelled(f"{self.name}: stopped between two steps")
 
     def clean_features(self, x0: list[torch.Tensor], layers: Sequence[str]) -> dict[str, torch.Tensor]:
         """Clean feature maps of ``layers``, computed once: reused from :meth:`run`'s clean pass when it
@@ -143,7 +163,7 @@ class Attack:
 
     def config(self) -> dict[str, Any]:
         """The settings that define the output (saved in manifests)."""
-        return {"attack": self.name, "eps": self.eps, "seed": self.seed}
+        return {"attack": self.name, **self.cfg.to_dict()}
 
     # -- records -----------------------------------------------------------
     @torch.no_grad()

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from onlymine.attacks.fmd import FMD
+from onlymine.attacks.config import option
+from onlymine.attacks.fmd import FMD, FMDConfig, StepConfig
 from onlymine.models.classifier import Classifier
+
+
+@dataclass(frozen=True)
+class FeatureOnlyConfig(StepConfig):
+    name: ClassVar[str] = "feature-only"
+    presets: ClassVar[dict[str, dict[str, Any]]] = FMDConfig.presets
+    layers: tuple[str, ...] = option((), "feature layer(s) to distort (default: as FMD)", everyday=True,
+                                     flag="--layer", metavar="NAME")
 
 
 class FeatureOnly(FMD):
@@ -19,8 +30,14 @@ class FeatureOnly(FMD):
     """
 
     name = "feature-only"
+    Config = FeatureOnlyConfig
 
-    def __init__(self, model: Classifier, layer: str | Sequence[str], eps: float = 16 / 255,
-                 alpha: float = 4 / 255, steps: int = 100, random_start: bool = True, seed: int | None = 0) -> None:
-        super().__init__(model, layer, eps=eps, alpha=alpha, steps=steps, lam=0.0,
-                         random_start=random_start, keep_best=False, seed=seed)
+    def __init__(self, model: Classifier, layer: str | Sequence[str] | None = None,
+                 config: FeatureOnlyConfig | None = None, **options: Any) -> None:
+        cfg = (config or FeatureOnlyConfig()).replace(**options)
+        if layer is not None:
+            cfg = cfg.replace(layers=(layer,) if isinstance(layer, str) else tuple(layer))
+        super().__init__(model, config=FMDConfig(eps=cfg.eps, seed=cfg.seed, alpha=cfg.alpha, steps=cfg.steps,
+                                                 random_start=cfg.random_start, layers=cfg.layers, lam=0.0,
+                                                 keep_best=False))
+        self.cfg = cfg.replace(layers=tuple(self.layers))

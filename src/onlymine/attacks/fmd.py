@@ -4,13 +4,52 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from onlymine.attacks.base import Attack, improve_best, project, uniform_like
+from onlymine.attacks.config import AttackConfig, option
+from onlymine.attacks.defaults import resolve
 from onlymine.models.classifier import Classifier
+
+
+@dataclass(frozen=True)
+class StepConfig(AttackConfig):
+    """An iterative attack: step size, number of steps, random start."""
+
+    alpha: float = option(4 / 255, "step size, same units as --eps", everyday=True, unit="budget", above=0.0,
+                          maximum=1.0)
+    steps: int = option(100, "number of ascent steps", everyday=True, minimum=1)
+    random_start: bool = option(True, "start from uniform noise inside the budget (the paper does)")
+
+
+@dataclass(frozen=True)
+class FMDConfig(StepConfig):
+    """FMD's settings; ``layers``/``lam``/``keep_margin`` left empty are filled per model (attacks/defaults.py)."""
+
+    name: ClassVar[str] = "fmd"
+    revision: ClassVar[int] = 2  # 2: the published-pipeline keep margin (issue 23)
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "low": {"eps": 4 / 255, "alpha": 1 / 255, "steps": 50},
+        "mid": {"eps": 8 / 255, "alpha": 2 / 255, "steps": 100},
+        "high": {},
+    }
+    layers: tuple[str, ...] = option((), "feature layer(s) to distort (default: measured per model; "
+                                     "`onlymine layers SPEC`)", everyday=True, flag="--layer", metavar="NAME")
+    lam: float | None = option(None, "weight of the keep term (default: measured per model)", minimum=0.0)
+    keep_best: bool = option(True, "return the most distorted iterate the authorized model still keeps "
+                             "(off: the paper's last iterate)")
+    early_stop: bool = option(False, "stop an image once margin-safe and its distortion has plateaued")
+    keep_margin: float | None = option(None, "authorized logit margin the best-iterate rule asks for (default: "
+                                       "by the attack precision, docs/pipelines.md)", minimum=0.0)
+
+
+# The paper's exact procedure (Chai et al. 2024): FMD, last iterate, no best-iterate selection.
+PAPER = {"eps": 16 / 255, "alpha": 4 / 255, "steps": 100, "keep_best": False, "random_start": True,
+         "early_stop": False}
 
 
 def feature_mse(feats: dict[str, torch.Tensor], clean: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -36,22 +75,17 @@ class FMD(Attack):
     Args:
         model: authorized :class:`~onlymine.models.Classifier` (white box).
         layer: feature tap name, or a list of names whose MSEs are summed (``onlymine layers SPEC``).
-        eps: L-inf budget (paper: 16/255).
-        alpha: step size (paper: 4/255).
-        steps: number of steps N (paper: 100).
-        lam: weight of the keep term (not published; see docs/defaults.md for how ours were chosen).
-        random_start: start uniformly inside the eps-ball (paper: yes).
+        config: an :class:`FMDConfig`, or its fields as keywords: ``eps`` (paper: 16/255), ``alpha`` (paper:
+            4/255), ``steps`` (N, paper: 100), ``lam`` (not published; docs/defaults.md says how ours were
+            chosen), ``random_start`` (paper: yes), ``seed``, and:
         keep_best: return, per image, the iterate with the largest feature distortion among those the
-            authorized model still classifies as ``y`` with a logit margin of at least ``min_margin`` (until one
-            does, the one with the largest margin; :func:`~onlymine.attacks.base.improve_best`). ``False`` is
-            the paper's plain last iterate.
-        min_margin: the margin the best-iterate rule asks for (covers the attack precision's error).
-        seed: random start seed.
+            authorized model still classifies as ``y`` with a logit margin of at least ``keep_margin`` (until
+            one does, the one with the largest margin; :func:`~onlymine.attacks.base.improve_best`). ``False``
+            is the paper's plain last iterate.
         early_stop: stop optimising an image once its best iterate is safe for the authorized model (logit
-            margin of ``y`` over the runner-up >= ``stop_margin``) and its feature distortion has plateaued
-            (grew by less than ``stop_tol`` (relative) over the last ``stop_patience`` steps). Stopped images
-            leave the batch, so the remaining steps cost less. Off in paper mode.
-        stop_margin, stop_patience, stop_tol: the early-stopping rule above.
+            margin of ``y`` over the runner-up >= ``stop_margin``) and its feature distortion has plateaued (grew
+            by less than ``stop_tol`` (relative) over the last ``stop_patience`` steps). Stopped images leave the
+            batch, so the remaining steps cost less. Off in paper mode.
 
     Shape:
         images: (N, 3, H, W) in [0,1], or a list of (3, H_i, W_i); labels: (N,) or None. Output: same as input.
@@ -63,34 +97,22 @@ class FMD(Attack):
     """
 
     name = "fmd"
+    Config = FMDConfig
 
-    def __init__(self, model: Classifier, layer: str | Sequence[str], eps: float = 16 / 255,
-                 alpha: float = 4 / 255, steps: int = 100, lam: float = 0.01, random_start: bool = True,
-                 keep_best: bool = False, seed: int | None = 0, early_stop: bool = False,
-                 stop_margin: float = 2.0, stop_patience: int = 10, stop_tol: float = 0.02,
-                 min_margin: float = 0.0) -> None:
-        self.layers = [layer] if isinstance(layer, str) else list(layer)
-        if not self.layers:
-            raise ValueError("FMD needs at least one feature layer")
-        super().__init__(model, eps=eps, seed=seed, record_layers=self.layers)
+    def __init__(self, model: Classifier, layer: str | Sequence[str] | None = None, config: FMDConfig | None = None,
+                 stop_margin: float = 2.0, stop_patience: int = 10, stop_tol: float = 0.02, **options: Any) -> None:
+        if layer is not None:
+            options["layers"] = (layer,) if isinstance(layer, str) else tuple(layer)
+        cfg = resolve((config or self.Config()).replace(**options), model)
+        self.layers = list(cfg.layers)
+        super().__init__(model, cfg, record_layers=self.layers)
         for name in self.layers:
             model.taps.resolve(name)  # fail early on unknown layers
-        if steps < 0 or alpha <= 0:
-            raise ValueError(f"need steps >= 0 and alpha > 0, got steps={steps}, alpha={alpha}")
-        self.alpha, self.steps, self.lam = float(alpha), int(steps), float(lam)
-        self.random_start, self.keep_best, self.min_margin = random_start, keep_best, float(min_margin)
-        if stop_patience < 1 or stop_tol < 0:
-            raise ValueError(f"need stop_patience >= 1 and stop_tol >= 0, got {stop_patience}, {stop_tol}")
-        self.early_stop, self.stop_margin = early_stop, float(stop_margin)
+        self.alpha, self.steps, self.lam = float(cfg.alpha), int(cfg.steps), float(cfg.lam)
+        self.random_start, self.keep_best, self.min_margin = cfg.random_start, cfg.keep_best, float(cfg.keep_margin)
+        self.early_stop, self.stop_margin = cfg.early_stop, float(stop_margin)
         self.stop_patience, self.stop_tol = int(stop_patience), float(stop_tol)
         self.steps_run: list[int] = []  # per image, after a run
-
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "layer": self.layers, "alpha": self.alpha, "steps": self.steps,
-                "lam": self.lam, "random_start": self.random_start, "keep_best": self.keep_best,
-                "min_margin": self.min_margin,
-                **({"early_stop": True, "stop_margin": self.stop_margin, "stop_patience": self.stop_patience,
-                    "stop_tol": self.stop_tol} if self.early_stop else {})}
 
     def objective(self, x: list[torch.Tensor], clean: dict[str, torch.Tensor],
                   y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -115,6 +137,7 @@ class FMD(Attack):
         for _ in range(self.steps):
             if not active:
                 break
+            self.checkpoint()
             idx = torch.tensor(active, device=y.device)
             xa = [x[i].requires_grad_(True) for i in active]
             ca = clean if len(active) == n else {k: v[idx] for k, v in clean.items()}

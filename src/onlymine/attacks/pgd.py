@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from onlymine.attacks.base import Attack, project, uniform_like
+from onlymine.attacks.fmd import FMDConfig, StepConfig
 from onlymine.models.classifier import Classifier
+
+
+@dataclass(frozen=True)
+class PGDConfig(StepConfig):
+    name: ClassVar[str] = "pgd"
+    presets: ClassVar[dict[str, dict[str, Any]]] = FMDConfig.presets
 
 
 class PGD(Attack):
@@ -21,7 +29,8 @@ class PGD(Attack):
 
     Args:
         model: the :class:`~onlymine.models.Classifier` to attack.
-        eps, alpha, steps, random_start, seed: as :class:`~onlymine.attacks.FMD`.
+        config: a :class:`PGDConfig`, or its fields as keywords (``eps``, ``alpha``, ``steps``, ``random_start``,
+            ``seed``, as :class:`~onlymine.attacks.FMD`).
         record_layers: layers whose feature distortion is recorded for comparison with FMD.
 
     Example:
@@ -29,19 +38,18 @@ class PGD(Attack):
     """
 
     name = "pgd"
+    Config = PGDConfig
 
-    def __init__(self, model: Classifier, eps: float = 16 / 255, alpha: float = 4 / 255, steps: int = 100,
-                 random_start: bool = True, seed: int | None = 0, record_layers: Sequence[str] | None = None) -> None:
-        super().__init__(model, eps=eps, seed=seed, record_layers=record_layers)
-        self.alpha, self.steps, self.random_start = float(alpha), int(steps), random_start
-
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "alpha": self.alpha, "steps": self.steps, "random_start": self.random_start}
+    def __init__(self, model: Classifier, config: PGDConfig | None = None,
+                 record_layers: Sequence[str] | None = None, **options: Any) -> None:
+        super().__init__(model, config, record_layers, **options)
+        self.alpha, self.steps, self.random_start = float(self.cfg.alpha), int(self.cfg.steps), self.cfg.random_start
 
     def perturb(self, x0: list[torch.Tensor], y: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
         x = [project(x + uniform_like(x, self.eps, gen), x, self.eps) if self.random_start else x.clone()
              for x in x0]
         for _ in range(self.steps):
+            self.checkpoint()
             for xi in x:
                 xi.requires_grad_(True)
             loss = F.cross_entropy(self.model(x).float(), y, reduction="sum")

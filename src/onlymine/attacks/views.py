@@ -106,3 +106,47 @@ class BlockShuffle:
         inner = tuple((_split(m, blocks, gen), _perm(blocks, gen)) for _ in range(blocks))
         return cls(dim, lengths, _perm(blocks, gen), angles, inner)
 
+
+
+View = ResizePad | BlockShuffle | None  # None: the image itself
+
+
+class BankViews:
+    """One view per step from a fixed bank: the image itself, or with probability ``p`` one of ``n`` resize-and-pad
+    views drawn once per batch (DI). The bank is fixed, so its views' clean features are computed once."""
+
+    fixed = True
+
+    def __init__(self, size: int, gen: torch.Generator, n: int = 6, p: float = 0.7) -> None:
+        self.bank: list[View] = [None, *(ResizePad.draw(size, gen) for _ in range(n))]
+        self.p = float(p)
+
+    def draw(self, gen: torch.Generator, h: int, w: int) -> list[View]:
+        u = torch.rand(2, generator=gen)
+        n = len(self.bank) - 1
+        k = 1 + int(torch.randint(0, n, (1,), generator=gen)) if n and float(u[0]) < self.p else 0
+        torch.rand(1, generator=gen)  # drawn as the retired per-step JPEG coin was: outputs stay as they were
+        return [self.bank[k]]
+
+
+class FreshViews:
+    """The image itself and ``n`` fresh random views every step: block shuffle and rotation with ``blocks`` > 0
+    (BSR), else resize-and-pad; their clean features are computed per step, in one batch."""
+
+    fixed = False
+
+    def __init__(self, n: int, blocks: int = 0) -> None:
+        self.n, self.blocks = int(n), int(blocks)
+
+    def draw(self, gen: torch.Generator, h: int, w: int) -> list[View]:
+        return [None, *(BlockShuffle.draw(h, w, self.blocks, gen) if self.blocks else ResizePad.draw(h, gen)
+                        for _ in range(self.n))]
+
+
+def apply_view(view: View, z: torch.Tensor) -> torch.Tensor:
+    return z if view is None else view(z)
+
+
+def scale_view(view: View, h: int, w: int, f: float) -> View:
+    """``view`` for another model's ``h`` x ``w`` input, ``f`` times the authorized model's."""
+    return None if view is None else view.scaled(h, w, f)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
+
+from onlymine.commands.cmdline import command_line, remember
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,18 +27,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
+    remember(p)
 
 
 def run(a: argparse.Namespace) -> int:
     from onlymine import io
     from onlymine.ablation import ConfigError, load_config, run_ablation
     from onlymine.ablation.document import markdown, write_run
+    from onlymine.ablation.runner import protection
     from onlymine.models import LayerError, ModelError
-    from onlymine.protect import pick_device
+    from onlymine.report import percent
+    from onlymine.runtime import pick_device
 
     t0 = time.perf_counter()
-    command = "onlymine " + " ".join(shlex.quote(x) for x in sys.argv[1:]) if sys.argv[1:2] == ["ablate"] \
-        else "onlymine ablate " + " ".join(shlex.quote(c) for c in a.configs)
+    command = command_line(a)
     try:
         cfgs = [load_config(c) for c in a.configs]
     except ConfigError as e:
@@ -67,8 +70,8 @@ def run(a: argparse.Namespace) -> int:
         outputs.append(o)
         c = o["analysis"]["chosen"]
         print(f"{cfg.name}: {len(res.rows)} settings -> {out}/results.csv; recommended: "
-              + (f"layer {c['layer']}, lam {c['lam']:g} (unauthorized {100 * (c['unauthorized_accuracy'] if c['unauthorized_accuracy'] is not None else c['unauthorized_agreement']):.1f}%, "
-                 f"PSNR {c['psnr']:.2f} dB)" if c else "none feasible"))
+              + (f"layer {c['layer']}, lam {c['lam']:g} (unauthorized {percent(protection(c), 1)}%, PSNR "
+                 f"{c['psnr']:.2f} dB)" if c else "none feasible"))
         for f in o["figures"].values():
             print(f"  figure: {f}")
     if a.markdown:

@@ -1,4 +1,5 @@
-"""``onlymine experiment NAME ...``: one sub-command per module listed in ``onlymine.experiments.EXPERIMENTS``."""
+"""``onlymine experiment NAME ...``: one sub-command per experiment, each in ``onlymine.commands.experiment_<name>``
+(its flags, and the call of the library's ``onlymine.experiments.<name>``)."""
 
 from __future__ import annotations
 
@@ -13,4 +14,4 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run an experiment of the paper's protocol; see `onlymine experiment NAME -h`.")
     exp = p.add_subparsers(dest="experiment", required=True, metavar="NAME")
     for name in EXPERIMENTS:
-        importlib.import_module(f"onlymine.experiments.{name}").register(exp)
+        importlib.import_module(f"onlymine.commands.experiment_{name}").register(exp)

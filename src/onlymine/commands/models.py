@@ -26,7 +26,8 @@ def run_models(a: argparse.Namespace) -> int:
     print(f"{'spec':{width}s} {'weights':10s} detail")
     for row in list_specs():
         print(f"{row.spec:{width}s} {'available' if row.available else 'missing':10s} {row.description}; {row.detail}")
-    print("\nAlso: any torchvision classifier as torchvision:NAME[:WEIGHTS|random], torchscript:PATH, onnx:PATH")
+    print("\nAlso: any torchvision classifier as torchvision:NAME[:WEIGHTS|random], any timm classifier as "
+          "timm:NAME[.TAG][:random], torchscript:PATH, onnx:PATH")
     return 0
 
 
@@ -38,14 +39,13 @@ def run_layers(a: argparse.Namespace) -> int:
     except ModelError as e:
         print(f"onlymine: {e}", file=sys.stderr)
         return 2
+    from onlymine.attacks.defaults import layers_for
+
     shapes = clf.layer_shapes()
     names = list(shapes) if a.all else clf.stages()
-    default = clf.default_layer() if clf.stages() else None
-    from onlymine.settings import MODEL_DEFAULTS
-
-    chosen = MODEL_DEFAULTS.get(a.spec, {}).get("layer", default)
+    chosen = set(layers_for("fmd", clf)) if clf.stages() else set()  # FMD's layer: measured, else mid-depth
     print(f"{clf.name}  input {clf.cfg.input_size}  pretrained={clf.cfg.pretrained}")
     for n in names:
-        mark = "  <- default" if n == chosen else ""
+        mark = "  <- default" if n in chosen else ""
         print(f"{n:48s} {str(shapes.get(n, '?')):24s}{mark}")
     return 0

@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--result-ttl", type=float, metavar="SECONDS", help="results are deleted after this (default 3600)")
     p.add_argument("--request-timeout", type=float, metavar="SECONDS", help="longest HTTP request (default 60)")
     p.add_argument("--job-timeout", type=float, metavar="SECONDS", help="longest job (default 3600)")
-    p.add_argument("--cors-origin", action="append", metavar="ORIGIN", help="allow this origin (CORS is off by default)")
+    p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                   help="allow this origin (CORS is off by default)")
     p.add_argument("--data-dir", type=Path, help="folder for job files (default: a new temporary folder)")
     p.add_argument("--device", help="torch device (default cpu)")
     p.add_argument("--torch-threads", type=int, help="torch intra-op threads (default: torch's choice)")

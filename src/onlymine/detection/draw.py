@@ -28,7 +28,8 @@ def draw(ax: object, image: torch.Tensor, dets: Detections, threshold: float, ti
     ax.axis("off")  # type: ignore[attr-defined]
 
 
-def comparison_figure(path: str | Path, rows: Sequence[tuple[str, float, Sequence[tuple[str, torch.Tensor, Detections]]]],
+def comparison_figure(path: str | Path,
+                      rows: Sequence[tuple[str, float, Sequence[tuple[str, torch.Tensor, Detections]]]],
                       title: str = "") -> Path:
     """One line per (row label, threshold, [(column title, image, detections), ...]) -> PNG at ``path``."""
     from onlymine import report

@@ -49,7 +49,8 @@ class HaarFaces:
             rects, neighbours = self.cascade.detectMultiScale2(
                 gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
                 minSize=(self.min_size, self.min_size))
-            boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in rects], dtype=torch.float32).reshape(-1, 4) / scale
+            corners = [[x, y, x + w, y + h] for x, y, w, h in rects]
+            boxes = torch.tensor(corners, dtype=torch.float32).reshape(-1, 4) / scale
             n = torch.tensor(list(neighbours), dtype=torch.float32).reshape(-1)
             out.append(Detections(boxes, n / (n + 5), torch.zeros(len(boxes), dtype=torch.int64),
                                   self.names))

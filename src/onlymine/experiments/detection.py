@@ -9,16 +9,17 @@ The authorized classifier's agreement on the same saved files is reported beside
 
 from __future__ import annotations
 
-import argparse
 import logging
-import shlex
-import sys
+import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onlymine.experiments.protocol import CLEAN, METHODS, Protocol, ProtocolResult, safe_name
+from onlymine import report
+from onlymine.experiments.methods import CLEAN, METHODS
+from onlymine.experiments.outputs import machine, publish
+from onlymine.experiments.run import Protocol, ProtocolResult, run_protocol, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -29,36 +30,37 @@ KIT = Path(__file__).resolve().parents[3] / ".." / "shared" / "kit"
 GROUPS = ("detection", "faces")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    from onlymine.detection import DETECTORS
-    from onlymine.settings import parse_budget
+@dataclass
+class DetectionOptions:
+    """What ``onlymine experiment detection`` runs besides its detectors (:func:`build_detector_judges`);
+    ``eps``/``alpha``/``steps``/``lam``: ``None`` = each method's own."""
 
-    p = sub.add_parser("detection", help="cross-task transfer: detectors as unauthorized models (Figure 2)",
-                       description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("-o", "--out", required=True, help="output folder (protected files, results, report)")
-    p.add_argument("--data", default=str((KIT / "photos").resolve()),
-                   help="folder with detection/ and faces/ photo folders (default: the offline kit's photos)")
-    p.add_argument("--models-dir", default=str((KIT / "models").resolve()),
-                   help="folder with centernet/retinaface ONNX files (default: the kit's models/)")
-    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="SPEC",
-                   help="authorized ImageNet classifiers, each in turn (protects all photos)")
-    p.add_argument("--face-models", nargs="*", default=[], metavar="SPEC",
-                   help="authorized face recognisers (protect faces/ only; judged by the face detectors)")
-    p.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS))
-    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS))
-    p.add_argument("--limit", type=int, help="at most N photos per group (detection/, faces/)")
-    p.add_argument("--eps", type=parse_budget, help="L-inf budget for every method (default 16/255)")
-    p.add_argument("--alpha", type=parse_budget)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--lam", type=float)
-    p.add_argument("--iou", type=float, default=0.5, help="IoU for a detection to count as found again")
-    p.add_argument("--transforms", nargs="+", default=["none"], help="robustness transforms (default: none)")
-    p.add_argument("--markdown", help="also write the Markdown report here (e.g. docs/results-detection.md)")
-    p.add_argument("--figure-dir", help="also copy the figures here (e.g. docs/img)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run)
+    out: Path
+    data: Path = (KIT / "photos").resolve()
+    models: Sequence[str] = DEFAULT_MODELS
+    face_models: Sequence[str] = ()
+    methods: Sequence[str] = DEFAULT_METHODS
+    limit: int | None = None
+    eps: float | None = None
+    alpha: float | None = None
+    steps: int | None = None
+    lam: float | None = None
+    iou: float = 0.5
+    transforms: Sequence[str] = ("none",)
+    markdown: Path | None = None
+    figure_dir: Path | None = None
+    device: str = "auto"
+    batch_size: int = 4
+    progress: bool = True
+
+
+@dataclass
+class DetectionResult:
+    """What a run wrote: the rows, the tables of the report and the files."""
+
+    rows: list[dict[str, Any]]
+    tables: list[Any]
+    written: list[Path] = field(default_factory=list)
 
 
 def select_files(data: Path, group: str, limit: int | None) -> list[Path]:
@@ -70,7 +72,7 @@ def select_files(data: Path, group: str, limit: int | None) -> list[Path]:
     return files[:limit] if limit else files
 
 
-def build_detector_judges(names: Sequence[str], models_dir: str, iou: float) -> tuple[list[Any], list[str]]:
+def build_detector_judges(names: Sequence[str], models_dir: str | Path, iou: float) -> tuple[list[Any], list[str]]:
     """Judges for the detectors that can run here, and one line per detector that cannot (with why)."""
     from onlymine.detection import DetectorError, DetectorJudge, build_detector
     from onlymine.detection.registry import THRESHOLDS
@@ -78,19 +80,23 @@ def build_detector_judges(names: Sequence[str], models_dir: str, iou: float) -> 
     judges, skipped = [], []
     for n in names:
         try:
-            judges.append(DetectorJudge(build_detector(n, models_dir), threshold=THRESHOLDS[n], iou=iou))
+            judges.append(DetectorJudge(build_detector(n, str(models_dir)), threshold=THRESHOLDS[n], iou=iou))
         except DetectorError as e:
             skipped.append(f"{n}: {e}")
             log.warning("detector %s skipped: %s", n, e)
     return judges, skipped
 
 
-def build_protocols(a: argparse.Namespace, detector_judges: list[Any]) -> list[Protocol]:
+def build_protocols(a: DetectionOptions, detector_judges: list[Any]) -> list[Protocol]:
+    """One protocol with the ImageNet classifiers authorized (every photo), one with the face models (faces/)."""
     from onlymine.judges import ClassifierJudge
     from onlymine.models import load_model
-    from onlymine.protect import pick_device
+    from onlymine.runtime import pick_device
 
     data = Path(a.data)
+    unknown = [m for m in a.methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; known: {list(METHODS)}")
     groups = {g: select_files(data, g, a.limit) for g in GROUPS if (data / g).is_dir()}
     if not any(groups.values()):
         raise ValueError(f"{data}: no photos in {'/ or '.join(GROUPS)}/ (pass --data DIR)")
@@ -104,8 +110,8 @@ def build_protocols(a: argparse.Namespace, detector_judges: list[Any]) -> list[P
 
     overrides = {"eps": a.eps, "alpha": a.alpha, "steps": a.steps, "lam": a.lam}
     common = {"root": data, "load_model": model, "methods": [METHODS[m] for m in dict.fromkeys(a.methods)],
-              "labels": None, "overrides": overrides, "transforms": a.transforms, "device": str(device),
-              "batch_size": a.batch_size, "progress": not a.no_progress}
+              "labels": None, "overrides": overrides, "transforms": list(a.transforms), "device": str(device),
+              "batch_size": a.batch_size, "progress": a.progress}
     out = []
     specs = list(dict.fromkeys(a.models))
     if specs:
@@ -156,16 +162,14 @@ def detection_rows(res: ProtocolResult, judges: Sequence[Any], transform: str = 
                               for r, x in zip(preds, per, strict=True)]
             rows.append({"protocol": res.protocol.name, "method": job.method.key, "method_label": job.method.label,
                          "authorized": job.authorized, "authorized_kept": agree.get(auth),
-                         "eps": job.settings.get("eps"), "detector": j.name, "task": j.task,
+                         "eps": job.settings.get("config", {}).get("eps"), "detector": j.name, "task": j.task,
                          "threshold": j.threshold, "transform": transform, **total.to_dict(),
                          "psnr": q.get("psnr"), "ssim": q.get("ssim"), "linf_max": q.get("linf_max")})
     return rows
 
 
 def _avg(rows: Sequence[dict[str, Any]], key: str) -> float | None:
-    from onlymine.report import mean
-
-    return mean(r[key] for r in rows)
+    return report.mean(r[key] for r in rows)
 
 
 def summary_rows(rows: Sequence[dict[str, Any]], detectors: Sequence[str], methods: Sequence[str]
@@ -186,8 +190,6 @@ def summary_rows(rows: Sequence[dict[str, Any]], detectors: Sequence[str], metho
 
 # ------------------------------------------------------------------------------------------ report
 def transfer_table(summary: Sequence[dict[str, Any]], methods: Sequence[str], caption: str) -> Any:
-    from onlymine import report
-
     labels = {m: METHODS[m].label for m in methods}
     headers = ["Detector", "clean dets"]
     for m in methods:
@@ -207,8 +209,6 @@ def transfer_table(summary: Sequence[dict[str, Any]], methods: Sequence[str], ca
 
 
 def authorized_table(rows: Sequence[dict[str, Any]], detectors: Sequence[str]) -> Any:
-    from onlymine import report
-
     headers = ["Method", "Authorized", "authorized kept (%)", "PSNR (dB)", "SSIM", "L-inf max (/255)"]
     headers += [f"{d} survival (%)" for d in detectors]
     lines = []
@@ -273,8 +273,6 @@ def figure(res: ProtocolResult, judges: Sequence[Any], folder: Path, methods: Se
 
 def _short(spec: str) -> str:
     """Display name of a spec: ``gallery:/x/kit_facenet.npz`` -> ``gallery:kit_facenet``, else as report does."""
-    from onlymine import report
-
     return f"gallery:{Path(spec[8:]).stem}" if spec.startswith("gallery:") else report.short_name(spec)
 
 
@@ -293,30 +291,12 @@ def markdown(meta: dict[str, Any], tables: Sequence[Any], figures: Sequence[str]
     return "\n".join(lines) + "\n"
 
 
-def run(a: argparse.Namespace) -> int:
-    import shutil
-    import time
-
-    from onlymine import report
-    from onlymine.experiments.protocol import machine, run_protocol
-    from onlymine.io import write_text_atomic
-    from onlymine.models import LayerError, ModelError
-
-    argv = sys.argv[3:] if sys.argv[1:3] == ["experiment", "detection"] else []
-    command = "onlymine experiment detection " + " ".join(shlex.quote(x) for x in argv)
+def run_detection(a: DetectionOptions, judges: Sequence[Any], skipped: Sequence[str], command: str
+                  ) -> DetectionResult:
+    """Run the protocols with the detector ``judges`` (``skipped``: one line per detector that cannot run here),
+    then write results.json/.csv, per_image.csv, figures, report.html, report.md and the Markdown document."""
     t0 = time.perf_counter()
-    judges, skipped = build_detector_judges(a.detectors, a.models_dir, a.iou)
-    for s in skipped:
-        print(f"skipped detector {s}", file=sys.stderr)
-    if not judges:
-        print("onlymine: no detector can run here", file=sys.stderr)
-        return 2
-    try:
-        protos = build_protocols(a, judges)
-        results = [run_protocol(p) for p in protos]
-    except (ModelError, LayerError, ValueError) as e:
-        print(f"onlymine: {e}", file=sys.stderr)
-        return 2
+    results = [run_protocol(p) for p in build_protocols(a, list(judges))]
     out = Path(a.out)
     methods = [m for m in dict.fromkeys(a.methods) if m != CLEAN]
     rows: list[dict[str, Any]] = []
@@ -327,46 +307,32 @@ def run(a: argparse.Namespace) -> int:
         r = detection_rows(res, dets, per_image=per_image)
         rows += r
         summ = summary_rows(r, [j.name for j in dets], methods)
-        n_img = len(res.protocol.files)
-        what = ("ImageNet classifiers authorized" if res.protocol.name == "detection" else "face recognisers authorized")
-        tables.append(transfer_table(summ, methods, f"{what} ({', '.join(_short(s) for s in res.protocol.authorized)}; "
-                                     f"mean over them), {n_img} photos: survival of the clean detections, mAP against "
-                                     "them, new false detections per image"))
+        what = "ImageNet classifiers authorized" if res.protocol.name == "detection" else "face recognisers authorized"
+        tables.append(transfer_table(summ, methods, f"{what} ({', '.join(_short(s) for s in res.protocol.authorized)}"
+                                     f"; mean over them), {len(res.protocol.files)} photos: survival of the clean "
+                                     "detections, mAP against them, new false detections per image"))
         tables.append(authorized_table(r, [j.name for j in dets]))
-        figs += figure(res, dets, out / "figures" / safe_name(res.protocol.name), a.methods)
-    eps = sorted({r["eps"] for r in rows if r["eps"] is not None})
+        figs += figure(res, dets, out / "figures" / safe_name(res.protocol.name), list(a.methods))
     meta = {"command": command, "machine": machine(), "date": results[0].started if results else "",
             "wall_time_s": round(time.perf_counter() - t0, 1), "data": str(Path(a.data)),
             "detectors": {j.name: {"task": j.task, "threshold": j.threshold} for j in judges},
-            "skipped_detectors": skipped, "eps": eps, "iou": a.iou}
+            "skipped_detectors": list(skipped), "eps": sorted({r["eps"] for r in rows if r["eps"] is not None}),
+            "iou": a.iou}
     report.write_json(out / "results.json", {"meta": meta, "rows": rows,
                                              "summary": summary_rows(rows, [j.name for j in judges], methods)})
     report.write_csv(out / "results.csv", rows)
     report.write_csv(out / "per_image.csv", per_image)
-    fig_links = []
-    for f in figs:
-        if a.figure_dir:
-            dest = Path(a.figure_dir) / f.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, dest)
-            fig_links.append(str(Path("img") / f.name) if Path(a.figure_dir).name == "img" else str(dest))
-        else:
-            fig_links.append(str(f.relative_to(out)))
-    notes = notes_for(meta, a, skipped)
+    notes = notes_for(meta, bool(a.face_models), skipped)
+    links = [str(f.relative_to(out)) for f in figs]
     report.html_report(out / "report.html", "Cross-task transfer: detectors as unauthorized models",
-                       [report.Section("Notes", "\n\n".join(notes), tables=tables,
-                                       figures=[str(f.relative_to(out)) for f in figs])], meta)
-    md = markdown(meta, tables, fig_links, notes)
-    write_text_atomic(out / "report.md", md)
-    if a.markdown:
-        write_text_atomic(a.markdown, md)
-    for t in tables[:1]:
-        print(t.markdown())
-    print(f"written: {out}/report.html, report.md, results.json, results.csv, per_image.csv" + (f", {a.markdown}" if a.markdown else ""))
-    return 0
+                       [report.Section("Notes", "\n\n".join(notes), tables=tables, figures=links)], meta)
+    written = [out / n for n in ("report.html", "results.json", "results.csv", "per_image.csv")]
+    written += publish(out, markdown(meta, tables, links, notes), a.markdown, links, a.figure_dir)
+    return DetectionResult(rows, tables, written)
 
 
-def notes_for(meta: dict[str, Any], a: argparse.Namespace, skipped: Sequence[str]) -> list[str]:
+def notes_for(meta: dict[str, Any], face_models: bool, skipped: Sequence[str]) -> list[str]:
+    """The notes above the tables: budget, what each score means, thresholds, photos."""
     eps = ", ".join(f"{e * 255:.0f}/255" for e in meta["eps"]) or "n/a"
     notes = [
         f"FMD and UniformNoise use the same L-inf budget ({eps}); FMD only ever sees the authorized classifier, "
@@ -382,7 +348,7 @@ def notes_for(meta: dict[str, Any], a: argparse.Namespace, skipped: Sequence[str
         "Photos: the offline kit's detection/ (8) and faces/ (15) folders; every detector runs on every photo, "
         "and the clean detections are the reference (no box ground truth exists for these photos).",
     ]
-    if not a.face_models:
+    if not face_models:
         notes.append("Face photos were protected with the ImageNet classifiers as authorized models; no face "
                      "recogniser was given (--face-models).")
     notes += [f"Detector not run: {s}" for s in skipped]

@@ -10,14 +10,16 @@ construction). With internet, ``--models torchvision:vgg16 torchvision:resnet18 
 
 from __future__ import annotations
 
-import argparse
 import logging
-import shlex
-import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from onlymine.experiments.protocol import METHODS, Protocol, ProtocolResult, held_out_mean
+from onlymine.experiments.aggregate import held_out_mean
+from onlymine.experiments.methods import METHODS
+from onlymine.experiments.outputs import markdown_report, publish, write_outputs
+from onlymine.experiments.run import Protocol, ProtocolResult, run_protocol
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +28,8 @@ DEFAULT_MODELS = ("torchvision:mobilenet_v2", "efficientnet-lite:lite0", "effici
 KIT_IMAGENET = Path(__file__).resolve().parents[3] / ".." / "shared" / "kit" / "photos" / "imagenet"
 SUBSETS = {"all": lambda n: True, "foolbox": lambda n: Path(n).name.startswith("foolbox_"),
            "aib": lambda n: Path(n).name.startswith("aib_")}
-# Tuning/test split of the kit photos (issue 9): every setting of onlymine was chosen on the ``tune`` part (the
-# 20 foolbox photos, which also calibrated the issue's first FMD+ measurements, and the first 10 aib photos,
+# Tuning/test split of the kit photos: every setting of onlymine was chosen on the ``tune`` part (the
+# 20 foolbox photos, which also calibrated the first FMD+ measurements, and the first 10 aib photos,
 # which include the 4 of the defaults sweep); the ``test`` part (the other 57 aib photos) was never looked at
 # while tuning.
 TUNE_AIB = 10
@@ -42,37 +44,31 @@ def split_of(files: list[Path]) -> dict[Path, str]:
 
 PAPER_AUTHORIZED, PAPER_UNAUTHORIZED = 1.00, 0.1197
 DEFAULT_METHODS = tuple(METHODS)
+TITLE = "onlymine on ImageNet: each model authorized in turn"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("imagenet", help="the paper's ImageNet table: each model authorized in turn",
-                       description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("-o", "--out", required=True, help="output folder (protected files, results, report.html)")
-    p.add_argument("--data", default=str(KIT_IMAGENET.resolve()),
-                   help="folder of photos (default: the offline kit's imagenet photos, if present)")
-    p.add_argument("--labels", help="CSV file,label (default: DATA/labels.csv when it exists)")
-    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="SPEC",
-                   help="model specs, each authorized in turn (e.g. torchvision:vgg16 torchvision:resnet18)")
-    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS))
-    p.add_argument("--subset", choices=list(SUBSETS), default="all",
-                   help="which photos to use: foolbox_* (true labels), aib_* (consensus labels) or all")
-    p.add_argument("--split", choices=["all", "tune", "test"], default="all",
-                   help="kit photos used for tuning onlymine's defaults (foolbox_* and the first 10 aib_*) or the "
-                        "held-out rest (default: all)")
-    p.add_argument("--limit", type=int, help="use at most N photos (taken in turn from foolbox and aib)")
-    p.add_argument("--seed", type=int, help="random-start / transform seed of every method (default 0)")
-    from onlymine.settings import parse_budget
+@dataclass
+class ImagenetOptions:
+    """What ``onlymine experiment imagenet`` runs: photos, models, methods and the settings every method shares
+    (``None``: each method's own)."""
 
-    p.add_argument("--eps", type=parse_budget, help="L-inf budget for every method (default: each method's own)")
-    p.add_argument("--alpha", type=parse_budget, help="step size for the gradient methods")
-    p.add_argument("--steps", type=int, help="steps for the gradient methods (paper: 100)")
-    p.add_argument("--lam", type=float, help="FMD keep-term weight (default: measured per model)")
-    p.add_argument("--transforms", nargs="+", help="robustness transforms (default: all)")
-    p.add_argument("--markdown", help="also write the Markdown report here (e.g. docs/results-imagenet.md)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run)
+    out: Path
+    data: Path = KIT_IMAGENET.resolve()
+    labels: Path | None = None
+    models: Sequence[str] = DEFAULT_MODELS
+    methods: Sequence[str] = DEFAULT_METHODS
+    subset: str = "all"
+    split: str = "all"
+    limit: int | None = None
+    seed: int | None = None
+    eps: float | None = None
+    alpha: float | None = None
+    steps: int | None = None
+    lam: float | None = None
+    transforms: Sequence[str] | None = None
+    device: str = "auto"
+    batch_size: int = 8
+    progress: bool = True
 
 
 def select_files(data: Path, subset: str, limit: int | None, split: str = "all") -> list[Path]:
@@ -97,38 +93,42 @@ def select_files(data: Path, subset: str, limit: int | None, split: str = "all")
     return sorted(picked)
 
 
-def build_protocol(a: argparse.Namespace) -> Protocol:
+def build_protocol(o: ImagenetOptions) -> Protocol:
+    """The protocol of ``o``: its photos and labels, every model loaded once, judges, methods and subsets."""
     from onlymine.evaluate import TRANSFORMS, read_labels
     from onlymine.judges import ClassifierJudge
     from onlymine.models import load_model
-    from onlymine.protect import pick_device
+    from onlymine.runtime import pick_device
 
-    data = Path(a.data)
+    data = Path(o.data)
     if not data.is_dir():
         raise ValueError(f"{data}: no such folder (pass --data DIR with your labelled photos)")
-    labels_path = Path(a.labels) if a.labels else data / "labels.csv"
+    labels_path = Path(o.labels) if o.labels else data / "labels.csv"
     labels = read_labels(labels_path) if labels_path.is_file() else None
     if labels is None:
         log.warning("no labels (%s missing): reporting agreement with clean predictions only", labels_path)
-    files = select_files(data, a.subset, a.limit, getattr(a, "split", "all"))
+    files = select_files(data, o.subset, o.limit, o.split)
     if not files:
-        raise ValueError(f"{data}: no images in subset {a.subset!r}")
-    device = pick_device(a.device)
-    specs = list(dict.fromkeys(a.models))
-    models = {s: load_model(s, device=device) for s in specs}
-    transforms = a.transforms or list(TRANSFORMS)
+        raise ValueError(f"{data}: no images in subset {o.subset!r}")
+    unknown = [m for m in o.methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; known: {list(METHODS)}")
+    transforms = list(o.transforms or TRANSFORMS)
     bad = [t for t in transforms if t not in TRANSFORMS]
     if bad:
         raise ValueError(f"unknown transform(s) {bad}; known: {list(TRANSFORMS)}")
+    device = pick_device(o.device)
+    specs = list(dict.fromkeys(o.models))
+    models = {s: load_model(s, device=device) for s in specs}
     subsets = {k: v for k, v in SUBSETS.items()  # only the subsets that have photos (none: --split test has no foolbox)
-               if k == "all" or (a.subset in ("all", k) and any(v(f.name) for f in files))}
+               if k == "all" or (o.subset in ("all", k) and any(v(f.name) for f in files))}
     return Protocol(
         name="imagenet", files=files, root=data, authorized=specs,
-        judges=[ClassifierJudge(models[s], batch_size=a.batch_size) for s in specs],
-        load_model=models.__getitem__, methods=[METHODS[m] for m in dict.fromkeys(a.methods)],
-        out=Path(a.out), labels=labels, subsets=subsets,
-        overrides={"eps": a.eps, "alpha": a.alpha, "steps": a.steps, "lam": a.lam, "seed": getattr(a, "seed", None)},
-        transforms=transforms, device=str(device), batch_size=a.batch_size, progress=not a.no_progress)
+        judges=[ClassifierJudge(models[s], batch_size=o.batch_size) for s in specs],
+        load_model=models.__getitem__, methods=[METHODS[m] for m in dict.fromkeys(o.methods)],
+        out=Path(o.out), labels=labels, subsets=subsets,
+        overrides={"eps": o.eps, "alpha": o.alpha, "steps": o.steps, "lam": o.lam, "seed": o.seed},
+        transforms=transforms, device=str(device), batch_size=o.batch_size, progress=o.progress)
 
 
 def comparison(res: ProtocolResult, results: dict[str, Any]) -> str:
@@ -137,7 +137,8 @@ def comparison(res: ProtocolResult, results: dict[str, Any]) -> str:
 
     ov = {o["method"]: o for o in results["overview"]["all/restricted"]}
     lines = [f"The paper reports, on ImageNet with six pretrained models, authorized accuracy "
-             f"{report.percent(PAPER_AUTHORIZED)}% and an unauthorized average of {report.percent(PAPER_UNAUTHORIZED)}% "
+             f"{report.percent(PAPER_AUTHORIZED)}% and an unauthorized average of "
+             f"{report.percent(PAPER_UNAUTHORIZED)}% "
              "(eps 16/255, alpha 4/255, N 100). Here, on the restricted set:", ""]
     for key in [m.key for m in res.protocol.methods if m.attack in ("fmd", "fmd+")]:
         if key in ov:
@@ -165,37 +166,10 @@ def comparison(res: ProtocolResult, results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(a: argparse.Namespace) -> int:
-    from onlymine.experiments.protocol import markdown_report, run_protocol, write_outputs
-    from onlymine.io import write_text_atomic
-    from onlymine.models import LayerError, ModelError
-
-    command = "onlymine experiment imagenet " + " ".join(shlex.quote(x) for x in sys.argv[3:]) \
-        if len(sys.argv) > 3 and sys.argv[1:3] == ["experiment", "imagenet"] else "onlymine experiment imagenet"
-    try:
-        proto = build_protocol(a)
-        for spec in proto.authorized:
-            if not proto.load_model(spec).cfg.pretrained:
-                print(f"note: {spec} is NOT pretrained (random init): smoke run only, numbers mean nothing")
-        print(f"{len(proto.files)} photos, {len(proto.authorized)} models, methods: "
-              + ", ".join(m.key for m in proto.methods))
-        res = run_protocol(proto)
-    except (ModelError, LayerError, ValueError) as e:
-        print(f"onlymine: {e}", file=sys.stderr)
-        return 2
-    title = "onlymine on ImageNet: each model authorized in turn"
-    results = write_outputs(res, proto.out, title, command)
-    md = markdown_report(res, results, title, comparison=comparison(res, results))
-    write_text_atomic(proto.out / "report.md", md)
-    if a.markdown:
-        write_text_atomic(a.markdown, md)
-    from onlymine.report import percent
-
-    for o in results["overview"]["all/restricted"]:
-        print(f"{o['label']:26s} authorized {percent(o['authorized_mean']):>6s}%  "
-              f"unauthorized {percent(o['unauthorized_mean']):>6s}%  n={o['n']}")
-    for c in results["checks"]:
-        print(f"{'holds' if c['holds'] else 'FAILS'}: {c['claim']} ({c['evidence']})")
-    print(f"written: {proto.out}/report.html, report.md, results.json, results.csv"
-          + (f", {a.markdown}" if a.markdown else ""))
-    return 0
+def run_imagenet(proto: Protocol, command: str, markdown: str | Path | None = None) -> tuple[ProtocolResult,
+                                                                                              dict[str, Any]]:
+    """Run the protocol and write its results, report.html, report.md and (with ``markdown``) the document."""
+    res = run_protocol(proto)
+    results = write_outputs(res, proto.out, TITLE, command)
+    publish(proto.out, markdown_report(res, results, TITLE, comparison=comparison(res, results)), markdown)
+    return res, results

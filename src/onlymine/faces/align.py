@@ -218,7 +218,8 @@ def footprint(affine: np.ndarray, size: tuple[int, int]) -> tuple[float, float, 
     return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
 
 
-def warp(image: torch.Tensor, affine: np.ndarray, size: tuple[int, int], offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
+def warp(image: torch.Tensor, affine: np.ndarray, size: tuple[int, int],
+         offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """Differentiable chip (3, h, w) from ``image`` (3, H, W) by the chip->photo ``affine``.
 
     ``offset`` (top, left) says where ``image`` sits in the photo (for a region cut out of it). When the chip

@@ -40,17 +40,17 @@ class FaceClassifier(Classifier):
         """A convolution output about 40% deep (onnx2torch graphs have flat node names, so the generic
         stage heuristic does not apply)."""
         if self._layer is None:
-            from onlymine.faces.kit import pick_layer
+            from onlymine.models.layers import pick_layer
 
             self._layer = pick_layer(self.net, self.cfg.input_size) or super().default_layer()
         return self._layer
 
     def spread_layers(self, fractions: Sequence[float] = (0.22, 0.39, 0.61, 0.78)) -> list[str]:
         """Convolution outputs at these fractions of the depth (FMD+'s multi-layer default for face models)."""
-        from onlymine.faces.kit import pick_layers
+        from onlymine.models.layers import pick_layers
 
         key = tuple(fractions)
         if key not in self._spread:
-            self._spread[key] = pick_layers(self.net, self.cfg.input_size, fractions, nearest=True) or super().spread_layers(
-                fractions)
+            picked = pick_layers(self.net, self.cfg.input_size, fractions, nearest=True)
+            self._spread[key] = picked or super().spread_layers(fractions)
         return self._spread[key]

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from onlymine.models.registry import ModelError
+from onlymine.models.errors import ModelError
 
 DEFAULT_SCALE = 30.0
 

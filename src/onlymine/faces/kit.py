@@ -23,7 +23,6 @@ import functools
 import logging
 import os
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ import torch
 from torch import nn
 
 from onlymine.models.cfg import ModelCfg
-from onlymine.models.registry import ModelError
+from onlymine.models.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -217,30 +216,6 @@ class KitNet(nn.Module):
         if isinstance(out, (tuple, list)):
             out = out[self.index]
         return head_to_logits(out, self.kind)
-
-
-def pick_layer(net: nn.Module, input_size: tuple[int, int], depth: float = 0.4) -> str | None:
-    """A convolution output about ``depth`` deep (forward order) with a spatial map: the default FMD layer."""
-    layers = pick_layers(net, input_size, (depth,))
-    return layers[0] if layers else None
-
-
-def pick_layers(net: nn.Module, input_size: tuple[int, int], depths: Sequence[float],
-                nearest: bool = False) -> list[str]:
-    """Convolution outputs (with a spatial map of at least 4x4) at these relative depths, in forward order,
-    without repeats. onnx2torch graphs have flat node names, so depth is counted in convolutions; the index is
-    rounded down (the single FMD layer, as recorded in earlier runs) or to the nearest (``nearest``)."""
-    from onlymine.models.taps import FeatureTaps
-
-    names = [n for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
-    if not names:
-        return []
-    taps = FeatureTaps(net)
-    with torch.no_grad(), taps.capture(names, detach=True, strict=False) as feats:
-        net(torch.full((1, 3, *input_size), 0.5))
-    order = [n for n in feats if feats[n].dim() == 4 and min(feats[n].shape[-2:]) >= 4]
-    pos = round if nearest else int
-    return list(dict.fromkeys(order[pos(d * (len(order) - 1))] for d in depths)) if order else []
 
 
 def load_kit(name: str, variant: str | None, spec: str) -> Any:

@@ -10,18 +10,17 @@ the perturbation lives at full resolution, fades out instead of ending at a crop
 Every face of a photo is protected in the same batch; the deltas are added into the photo, which is saved
 atomically and re-read; the manifest row's verification covers every face.
 
-:class:`FaceProtector` is a :class:`~onlymine.protect.Protector`, so :func:`onlymine.protect.protect_paths`
-(resume, errors, manifest) works unchanged with ``protector=FaceProtector(...)``.
+:class:`FaceRegions` is a target of the one protect loop (:mod:`onlymine.protect.loop`); :class:`FaceProtector`
+is the :class:`~onlymine.protect.Protector` that uses it, so :func:`onlymine.protect.protect_paths` (resume,
+errors, manifest) works unchanged with ``protector=FaceProtector(...)``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,7 +34,9 @@ from onlymine.faces.classifier import FaceClassifier
 from onlymine.faces.detect import FaceDetector
 from onlymine.models.classifier import Classifier
 from onlymine.models.preprocess import to_model_input
-from onlymine.protect import Outcome, Protector, build_attack, load_surrogates, retry_changes
+from onlymine.protect import Batch, Protector, build_attack, load_surrogates
+from onlymine.protect.targets import class_name, within_bounds
+from onlymine.runtime import pick_device
 from onlymine.settings import ProtectSettings
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,69 @@ def face_predictions(model: Classifier, image: torch.Tensor, faces: list[Face]) 
     return top1.tolist(), [round(float(c), 6) for c in conf]
 
 
+class FaceRegions:
+    """The faces of a photo (module docstring): each face's region is an attack item, seen by the authorized face
+    model through its own alignment; the label it defends is the model's prediction on the clean face, and the
+    verdict on the saved file is the model's prediction on every face of the re-read photo."""
+
+    def __init__(self, protector: FaceProtector) -> None:
+        self.p = protector
+
+    def attack_model(self) -> Classifier:
+        return self.p.model
+
+    def prepare(self, images: list[io.LoadedImage]) -> Batch:
+        model = self.p.model
+        assert isinstance(model, FaceClassifier)
+        x0 = [(im.rgb if im.bit_depth == 8 else io.quantize(im.rgb)).to(self.p.device) for im in images]
+        faces = [self.p.detect(im, x) for im, x in zip(images, x0, strict=True)]
+        items = [make_item(i, x0[i], f, model) for i in range(len(images)) for f in faces[i]]
+        labels = RegionClassifier(model, items).predict([it.r0 for it in items])[0].cpu() if items else \
+            torch.zeros(0, dtype=torch.long)
+        skip = {i: "no face found (protect the whole image without --faces)" for i in range(len(images))
+                if not faces[i]}
+        return Batch(images, x0, [it.r0 for it in items], labels, [it.photo for it in items], skip,
+                     extra={"faces": faces, "items": items})
+
+    def attack(self, b: Batch, items: list[int], changes: dict[str, Any]) -> Any:
+        chosen = [b.extra["items"][k] for k in items]
+        return build_attack(RegionClassifier(self.p.model, chosen), self.p.settings,
+                            self.p.surrogate_views(chosen, b.x0), **changes)
+
+    def compose(self, b: Batch, photo: int, adv: Sequence[torch.Tensor | None]) -> torch.Tensor:
+        x0 = b.x0[photo]
+        delta = torch.zeros_like(x0)
+        for k, it in enumerate(b.extra["items"]):
+            if it.photo == photo and adv[k] is not None:
+                t, left, bottom, r = it.region
+                delta[:, t:bottom, left:r] += it.mask * (adv[k] - it.r0)
+        eps = self.p.settings.config.eps
+        return within_bounds(b.images[photo], x0, torch.clamp(x0 + delta.clamp(-eps, eps), 0.0, 1.0), eps)
+
+    def verify(self, b: Batch, photo: int, reread: torch.Tensor, pil: Any) -> dict[str, Any]:
+        faces = b.extra["faces"][photo]
+        clean = [int(b.labels[k]) for k in range(len(b.inputs)) if b.photo_of[k] == photo]
+        top1, conf = face_predictions(self.p.model, reread.to(self.p.device), faces)
+        kept = [int(a) == int(c) for a, c in zip(top1, clean, strict=True)]
+        return {"top1": top1, "conf": conf, "clean_top1": clean, "kept_faces": kept, "kept": all(kept),
+                "faces": len(faces)}
+
+    def lost(self, b: Batch, photo: int, verified: dict[str, Any]) -> str:
+        return (f"authorized prediction of {verified['kept_faces'].count(False)} of {verified['faces']} face(s) "
+                "not kept")
+
+    def record(self, records: list[dict[str, Any]]) -> Any:
+        return records
+
+    def class_names(self, verified: dict[str, Any]) -> Any:
+        return [class_name(self.p.model, t) for t in verified["top1"]]
+
+    def row_extra(self, b: Batch, photo: int, v: dict[str, Any]) -> dict[str, Any]:
+        faces = b.extra["faces"][photo]
+        return {"faces": [{**f.to_dict(), "clean_top1": c, "top1": t, "kept": k}
+                          for f, c, t, k in zip(faces, v["clean_top1"], v["top1"], v["kept_faces"], strict=True)]}
+
+
 class FaceProtector(Protector):
     """Protects the faces of whole photos with an authorized face model (see the module docstring).
 
@@ -153,25 +217,25 @@ class FaceProtector(Protector):
     def __init__(self, settings: ProtectSettings, device: str = "auto", model: Classifier | None = None,
                  detector: FaceDetector | None = None) -> None:
         from onlymine.models import load_model
-        from onlymine.protect import pick_device
 
         dev = pick_device(device)
         model = as_face_model(model if model is not None else load_model(settings.model, device=dev))
         if model.cfg.extra.get("embedding"):
             raise ValueError(f"{settings.model} gives embeddings: enroll identities first (`onlymine enroll`) "
                              "and protect with --model gallery:PATH")
-        if settings.lam is None:  # the face keep weight, for FMD+'s hinge too: with faceapi authorized it
-            settings = replace(settings, lam=model.default_lam)  # transfers better than lam 10 (74% vs 89%)
         super().__init__(settings, device=device, model=model)
         self.detector = detector or FaceDetector(device=str(dev))
         self.faces_of: dict[str, list[Face]] = {}  # optional: given face geometry per input path
 
-    def _load_surrogates(self) -> list[tuple[Classifier, list[str]]]:
+    def make_target(self) -> FaceRegions:
+        return FaceRegions(self)
+
+    def load_surrogates(self) -> list[tuple[Classifier, list[str]]]:
         """Surrogate face models (embedding models need no gallery: only their features are used)."""
         s = self.settings
-        return load_surrogates(s.surrogates, s.model, self.device, wrap=as_face_model)
+        return load_surrogates(getattr(s.config, "surrogates", ()), s.model, self.device, wrap=as_face_model)
 
-    def _surrogate_views(self, items: Sequence[FaceItem], images: Sequence[torch.Tensor]) -> list[tuple[
+    def surrogate_views(self, items: Sequence[FaceItem], images: Sequence[torch.Tensor]) -> list[tuple[
             Classifier, list[str]]]:
         """Each surrogate seeing ``items``' regions through its own chip alignment."""
         out: list[tuple[Classifier, list[str]]] = []
@@ -185,101 +249,3 @@ class FaceProtector(Protector):
     def detect(self, image: io.LoadedImage, x0: torch.Tensor) -> list[Face]:
         given = self.faces_of.get(str(image.path))
         return [replace(f) for f in given] if given is not None else self.detector.detect(x0)
-
-    def protect_batch(self, images: Sequence[io.LoadedImage], outputs: Sequence[Path],
-                      overwrite: bool = False) -> list[Outcome]:
-        s, model = self.settings, self.model
-        assert isinstance(model, FaceClassifier)
-        t0 = time.perf_counter()
-        x0 = [(im.rgb if im.bit_depth == 8 else io.quantize(im.rgb)).to(self.device) for im in images]
-        faces = [self.detect(im, x) for im, x in zip(images, x0, strict=True)]
-        items = [make_item(i, x0[i], f, model) for i in range(len(images)) for f in faces[i]]
-        deltas: list[torch.Tensor | None] = [None] * len(items)
-        records: list[dict[str, Any]] = [{} for _ in items]
-        attempts = [1] * len(images)
-        clean: list[int] = []
-        if items:
-            wrapped = RegionClassifier(model, items)
-            res = build_attack(wrapped, s, self._surrogate_views(items, x0)).run([it.r0 for it in items])
-            for k, (adv, rec) in enumerate(zip(res.images, res.records, strict=True)):
-                deltas[k], records[k] = items[k].mask * (adv - items[k].r0), rec
-            clean = [int(r["clean_top1"]) for r in records]
-        verified: dict[int, dict[str, Any]] = {}
-        pending = [i for i in range(len(images)) if faces[i]]
-        for attempt in range(s.retries + 1):
-            for i in pending:
-                adv = self._compose(x0[i], [(it, deltas[k]) for k, it in enumerate(items) if it.photo == i])
-                io.save_image(outputs[i], adv, images[i].alpha, fmt=s.fmt, quality=s.quality,
-                              icc_profile=images[i].icc_profile, overwrite=overwrite or attempt > 0)
-                verified[i] = self._verify(images[i], x0[i], outputs[i], faces[i],
-                                           [clean[k] for k, it in enumerate(items) if it.photo == i])
-            pending = [i for i in pending if not verified[i]["kept"]]
-            changes = retry_changes(s, attempt)
-            if not pending or attempt == s.retries or changes is None:
-                break
-            log.info("re-optimising faces of %d photo(s) whose saved file flipped the authorized prediction",
-                     len(pending))
-            redo = [k for k, it in enumerate(items) if it.photo in pending]
-            redo_items = [items[k] for k in redo]
-            retry = build_attack(RegionClassifier(model, redo_items), s, self._surrogate_views(redo_items, x0),
-                                 **changes)
-            res = retry.run([items[k].r0 for k in redo], labels=torch.tensor([clean[k] for k in redo]))
-            for j, k in enumerate(redo):
-                deltas[k], records[k] = items[k].mask * (res.images[j] - items[k].r0), res.records[j]
-            for i in pending:
-                attempts[i] += 1
-        seconds = (time.perf_counter() - t0) / max(1, len(images))
-        return [self._outcome(i, im, outputs[i], faces[i], verified.get(i),
-                              [records[k] for k, it in enumerate(items) if it.photo == i], attempts[i], seconds)
-                for i, im in enumerate(images)]
-
-    def _compose(self, x0: torch.Tensor, parts: list[tuple[FaceItem, torch.Tensor | None]]) -> torch.Tensor:
-        delta = torch.zeros_like(x0)
-        for it, d in parts:
-            if d is not None:
-                t, left, b, r = it.region
-                delta[:, t:b, left:r] += d
-        eps = self.settings.eps
-        return torch.clamp(x0 + delta.clamp(-eps, eps), 0.0, 1.0)
-
-    def _verify(self, im: io.LoadedImage, x0: torch.Tensor, out: Path, faces: list[Face],
-                clean: list[int]) -> dict[str, Any]:
-        reread = io.load_image(out).rgb.to(self.device)
-        top1, conf = face_predictions(self.model, reread, faces)
-        kept = [int(a) == int(b) for a, b in zip(top1, clean, strict=True)]
-        return {
-            "top1": top1, "conf": conf, "clean_top1": clean, "kept_faces": kept, "kept": all(kept),
-            "faces": len(faces), "linf": float((reread - x0).abs().max()),
-            "linf_vs_original": float((reread - im.rgb.to(self.device)).abs().max()),
-            "psnr": _psnr(reread, im.rgb.to(self.device)),
-        }
-
-    def _outcome(self, i: int, im: io.LoadedImage, out: Path, faces: list[Face], v: dict[str, Any] | None,
-                 records: list[dict[str, Any]], attempts: int, seconds: float) -> Outcome:
-        s = self.settings
-        if v is None:
-            msg = f"{im.path}: no face found (protect the whole image without --faces)"
-            return Outcome(im.path, "error", msg, {"input": str(im.path), "status": "error", "error": msg,
-                                                   "settings_key": s.key(), "sha256": im.sha256})
-        ok = v["kept"] and (s.fmt != "png" or v["linf"] <= s.eps + 1e-6)
-        msg = "" if ok else (
-            f"{im.path}: authorized prediction of {v['kept_faces'].count(False)} of {len(faces)} face(s) not kept "
-            f"on the saved file after {attempts} attempt(s)" if not v["kept"]
-            else f"{im.path}: L-inf {v['linf']:.5f} exceeds eps {s.eps:.5f}")
-        names = self.model.cfg.class_names
-        row = {
-            "input": str(im.path), "output": str(out), "sha256": im.sha256, "status": "ok" if ok else "failed",
-            "settings_key": s.key(), "settings": s.to_dict(), "size": list(im.size), "mode": im.mode,
-            "attempts": attempts, "seconds": round(seconds, 3), "record": records, "verified": v,
-            "model_class": [names[t] if names and 0 <= t < len(names) else None for t in v["top1"]],
-            "faces": [{**f.to_dict(), "clean_top1": c, "top1": t, "kept": k}
-                      for f, c, t, k in zip(faces, v["clean_top1"], v["top1"], v["kept_faces"], strict=True)],
-        }
-        if msg:
-            row["error"] = msg
-        return Outcome(im.path, row["status"], msg, row)
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(torch.mean((a - b) ** 2))
-    return math.inf if mse == 0 else round(10 * math.log10(1 / mse), 4)

@@ -20,7 +20,7 @@ from torch import nn
 
 from onlymine.faces.classifier import FaceClassifier
 from onlymine.models.cfg import ModelCfg
-from onlymine.models.registry import ModelError
+from onlymine.models.errors import ModelError
 
 PYEMOTION_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 DLIB_MEAN = (122.781998, 117.000999, 104.297997)

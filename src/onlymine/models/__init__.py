@@ -2,12 +2,14 @@
 
 from onlymine.models.cfg import ModelCfg
 from onlymine.models.classifier import Classifier
+from onlymine.models.errors import ModelError
 from onlymine.models.registry import (
     KNOWN_SPECS,
-    ModelError,
+    known_specs,
     list_specs,
     load_model,
     parse_spec,
+    register_source,
     spec_available,
 )
 from onlymine.models.taps import LayerError
@@ -18,8 +20,10 @@ __all__ = [
     "LayerError",
     "ModelCfg",
     "ModelError",
+    "known_specs",
     "list_specs",
     "load_model",
     "parse_spec",
+    "register_source",
     "spec_available",
 ]

@@ -56,7 +56,8 @@ class FeatureTaps:
         return module
 
     @contextmanager
-    def capture(self, layers: Sequence[str], detach: bool = False, strict: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+    def capture(self, layers: Sequence[str], detach: bool = False,
+                strict: bool = True) -> Iterator[dict[str, torch.Tensor]]:
         feats: dict[str, torch.Tensor] = {}
         handles = []
         for name in dict.fromkeys(layers):

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 from fastapi import FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
@@ -63,10 +64,9 @@ def create_app(config: ServerConfig | None = None,
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if cfg.torch_threads:
-            import torch
+        import torch
 
-            torch.set_num_threads(cfg.torch_threads)
+        torch.set_num_threads(cfg.threads())
         await anyio.to_thread.run_sync(manager.start)
         log.info("serving with %d worker(s); job data in %s", cfg.workers, manager.root)
         try:
@@ -82,8 +82,18 @@ def create_app(config: ServerConfig | None = None,
     if cfg.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST", "DELETE"])
+        app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins),
+                           allow_methods=["GET", "POST", "DELETE"])
     app.add_middleware(LimitsMiddleware, max_body_bytes=cfg.max_request_bytes, timeout_s=cfg.request_timeout_s)
+
+    @app.exception_handler(RequestValidationError)
+    async def one_line(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        """A malformed request answers 422 with one line, like every other error (not FastAPI's list)."""
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("path", "query", "body"))
+            parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
+        return JSONResponse(status_code=422, content={"detail": "; ".join(parts) or "invalid request"})
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

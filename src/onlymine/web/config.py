@@ -44,7 +44,9 @@ class ServerConfig:
         cors_origins: origins allowed by CORS; empty (the default) turns CORS off.
         data_dir: where job folders live (a fresh temporary folder when ``None``).
         device: torch device for the models.
-        torch_threads: ``torch.set_num_threads`` at start-up (``None`` leaves torch's default).
+        torch_threads: ``torch.set_num_threads`` at start-up; ``None``: :meth:`threads`, which leaves one core to
+            the web threads (docs/web.md: with every core busy in the attack, a client polling for progress made a
+            two-step job 20x slower).
         preload: load every worker's models at start-up instead of on the first job.
     """
 
@@ -85,6 +87,15 @@ class ServerConfig:
         if self.queue_limit < 0:
             raise ValueError("queue_limit must be >= 0")
 
+    def threads(self) -> int:
+        """Torch threads per process: ``torch_threads``, else ``(cores - 1) // workers`` and at least 1. PyTorch's
+        OpenMP threads spin while they wait for work; when they hold every core, the thread serving requests
+        (holding Python's GIL) is starved, and the attack waits on it at every operation."""
+        if self.torch_threads:
+            return int(self.torch_threads)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, (cores - 1) // max(1, self.workers))
+
     def settings(self, model: str, preset: str) -> ProtectSettings:
         """The protection settings of an allowlisted model and a configured preset (PNG output)."""
         kwargs = {"preset": None, **self.presets[preset]}
@@ -95,7 +106,9 @@ class ServerConfig:
         presets = {}
         for name in self.presets:
             s = self.settings(self.authorized[0], name)
-            presets[name] = {"eps": s.eps, "eps_255": round(s.eps * 255, 2), "alpha": s.alpha, "steps": s.steps}
+            c = s.config
+            presets[name] = {"eps": c.eps, "eps_255": round(c.eps * 255, 2), "alpha": getattr(c, "alpha", None),
+                             "steps": getattr(c, "steps", None)}
         return {
             "authorized": list(self.authorized),
             "unauthorized": list(self.unauthorized),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from onlymine.attacks.base import Cancelled
 from onlymine.web.config import ServerConfig
 from onlymine.web.uploads import StoredUpload
 
@@ -43,6 +44,11 @@ class Job:
     expires: float | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def is_cancelled(self) -> bool:
+        """Asked between attack steps: a deleted job stops there and frees its worker."""
+        return self.cancel.is_set()
 
     @property
     def out_dir(self) -> Path:
@@ -165,13 +171,15 @@ class JobManager:
         return job
 
     def delete(self, job_id: str) -> bool:
-        """Delete a job and its files now; a queued or running job is deleted when its worker is done."""
+        """Delete a job and its files now; a queued job never runs, a running one stops between two attack steps
+        and its worker deletes it."""
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None:
                 return False
             if job.state in ("queued", "running"):
-                job.expires = 0.0  # the worker removes it when it finishes
+                job.expires = 0.0  # the worker removes it when it stops
+                job.cancel.set()
                 return True
             del self._jobs[job_id]
         shutil.rmtree(job.folder, ignore_errors=True)
@@ -218,7 +226,9 @@ class JobManager:
                 job.state, job.started = "running", time.time()
             try:
                 runner.run(job, deadline=job.started + self.config.job_timeout_s)
-                state, message = "done", ""
+                state, message = ("failed", "cancelled") if job.is_cancelled() else ("done", "")
+            except Cancelled:
+                state, message = "failed", "cancelled"
             except Exception as e:  # a broken job must never stop the worker
                 log.exception("job %s failed", job.id)
                 state, message = "failed", f"internal error: {type(e).__name__}: {e}"

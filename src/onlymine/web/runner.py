@@ -65,6 +65,8 @@ class JobRunner:
         judges = [self._judge(s) for s in self.config.unauthorized if s != job.model]
         job.out_dir.mkdir(exist_ok=True)
         for i, upload in enumerate(job.uploads):
+            if job.is_cancelled():
+                return
             base = {"index": i, "name": upload.name, "width": upload.width, "height": upload.height}
             if time.time() > deadline:
                 job.set_result(i, {**base, "status": "error",
@@ -72,47 +74,52 @@ class JobRunner:
                 continue
             job.set_result(i, {**base, "status": "running"})
             try:
-                result = self._protect_one(prot, judges, upload.path, job.out_dir, i)
+                result = self._protect_one(prot, judges, upload.path, job.out_dir, i, stop=job.is_cancelled)
             except io.ImageError as e:
                 result = {"status": "error", "message": f"{upload.name}: {e.problem}"}
             job.set_result(i, {**base, **result})
 
     def _protect_one(self, prot: Protector, judges: list[ClassifierJudge], path: Path, out_dir: Path,
-                     i: int) -> dict[str, Any]:
+                     i: int, stop: Any = None) -> dict[str, Any]:
         from onlymine import metrics  # imports torchmetrics (slow): on the first job, not at server start
 
         t0 = time.perf_counter()
         image = io.load_image(path, max_pixels=self.config.max_pixels)
         target = out_dir / f"{i:03d}.png"
-        outcome = prot.protect_batch([image], [target], overwrite=True)[0]
-        row, verified, record = outcome.row, outcome.row["verified"], outcome.row["record"]
-        protected = io.load_image(target, max_pixels=self.config.max_pixels).rgb
-        clean = image.rgb if image.bit_depth == 8 else io.quantize(image.rgb)
-        _save_preview(out_dir / f"{i:03d}-before.jpg", clean)
-        _save_preview(out_dir / f"{i:03d}-diff.jpg", _amplified_difference(clean, protected, prot.settings.eps))
+        outcome = prot.protect_batch([image], [target], may_overwrite=[True], stop=stop)[0]  # the job's own folder
+        row, verified = outcome.row, outcome.row["verified"]
         names = prot.model.cfg.class_names
         authorized = {
             "model": prot.model.name,
-            "before": _prediction(record["clean_top1"], record.get("clean_conf"), names),
+            "before": _prediction(verified["clean_top1"], verified.get("clean_conf"), names),
             "after": _prediction(verified["top1"], verified["conf"], names),
             "kept": bool(verified["kept"]),
         }
+        if outcome.status != "ok":  # a failed file leaves no output: nothing to preview or judge
+            return {"status": outcome.status, "message": outcome.message, "authorized": authorized,
+                    "unauthorized": [], "seconds": round(time.perf_counter() - t0, 2)}
+        protected = io.load_image(target, max_pixels=self.config.max_pixels).rgb
+        clean = image.rgb if image.bit_depth == 8 else io.quantize(image.rgb)
+        _save_preview(out_dir / f"{i:03d}-before.jpg", clean)
+        cfg = prot.settings.config
+        _save_preview(out_dir / f"{i:03d}-diff.jpg", _amplified_difference(clean, protected, cfg.eps))
         return {
             "status": outcome.status,
             "message": outcome.message,
             "authorized": authorized,
             "unauthorized": [_judge_row(j, clean, protected) for j in judges],
-            "quality": {"psnr": _finite(metrics.psnr(clean, protected)), "ssim": round(metrics.ssim(clean, protected), 5),
+            "quality": {"psnr": _finite(metrics.psnr(clean, protected)),
+                        "ssim": round(metrics.ssim(clean, protected), 5),
                         "linf_255": round(metrics.linf(clean, protected) * 255, 2)},
-            "settings": {"eps_255": round(prot.settings.eps * 255, 2), "steps": prot.settings.steps,
+            "settings": {"eps_255": round(cfg.eps * 255, 2), "steps": getattr(cfg, "steps", None),
                          "attempts": row["attempts"]},
             "seconds": round(time.perf_counter() - t0, 2),
         }
 
 
 def _judge_row(judge: ClassifierJudge, clean: torch.Tensor, protected: torch.Tensor) -> dict[str, Any]:
-    """An unauthorized model's prediction on the original and on the saved protected file."""
-    cls, conf = judge.model.predict([clean.to(judge.model.device), protected.to(judge.model.device)])
+    """An unauthorized model's prediction on the original and on the saved protected file (published pipeline)."""
+    cls, conf = judge.top1([clean, protected])
     names = judge.model.cfg.class_names
     before = _prediction(int(cls[0]), float(conf[0]), names)
     after = _prediction(int(cls[1]), float(conf[1]), names)

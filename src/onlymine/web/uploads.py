@@ -54,7 +54,7 @@ def display_name(raw: str | None, index: int) -> str:
     if not raw:
         return f"image-{index + 1}"
     name = unicodedata.normalize("NFC", raw)
-    if "/" in name or "\\" in name or name in (".", "..") or name.startswith(".."):
+    if "/" in name or "\\" in name or name in (".", ".."):  # without a separator, "....png" is just a name
         raise UploadRejected(400, f"file name {raw!r} contains a path; send a plain file name")
     if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
         raise UploadRejected(400, f"file name {raw!r} contains control characters")

@@ -1,0 +1,60 @@
+"""The optimiser of FMD+: a per-pixel L-inf budget, a random start inside it, and momentum sign steps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from onlymine.attacks.base import project, uniform_like
+
+TEXTURE_FLOOR = 0.5  # a flat region keeps half of eps (docs/beyond.md: texture budget)
+
+
+def texture_budget(x: torch.Tensor, eps: float, floor: float = TEXTURE_FLOOR, window: int = 7) -> torch.Tensor:
+    """Per-pixel L-inf budget in [floor*eps, eps]: full budget in textured regions, less in flat ones.
+
+    Local standard deviation of luminance (a simple visibility mask in the spirit of JND models): the eye
+    sees noise on flat areas (sky, skin) far more than on texture, so flat areas get a smaller budget.
+    """
+    lum = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None, None]
+    pad = window // 2
+    mean = F.avg_pool2d(F.pad(lum, (pad,) * 4, mode="replicate"), window, stride=1)
+    sq = F.avg_pool2d(F.pad(lum**2, (pad,) * 4, mode="replicate"), window, stride=1)
+    std = (sq - mean**2).clamp_min(0).sqrt()[0]
+    ref = torch.quantile(std.flatten()[:: max(1, std.numel() // 65536)], 0.6).clamp_min(1e-3)
+    return eps * (floor + (1 - floor) * (std / ref).clamp(0, 1))
+
+
+class SignMomentum:
+    """MI-FGSM steps inside a per-pixel budget (Dong et al., "Boosting Adversarial Attacks with Momentum", CVPR
+    2018): ``v <- mu v + g / mean|g|``, ``x <- Proj(x + alpha sign(v))``, the projection onto
+    ``|x - x0| <= b`` (``b = eps``, or :func:`texture_budget` with ``texture``) and ``[0, 1]``.
+
+    It holds one batch's state: the clean images, their budgets and velocities."""
+
+    def __init__(self, x0: Sequence[torch.Tensor], eps: float, alpha: float, momentum: float,
+                 texture: bool = False) -> None:
+        self.x0, self.eps, self.alpha, self.momentum = list(x0), float(eps), float(alpha), float(momentum)
+        self.budgets = [texture_budget(x, eps) if texture else None for x in self.x0]
+        self.velocity = [torch.zeros_like(x) for x in self.x0]
+
+    def _project(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        b = self.budgets[i]
+        return project(x, self.x0[i], self.eps if b is None else b)
+
+    def start(self, gen: torch.Generator, random: bool = True) -> list[torch.Tensor]:
+        """Uniform noise inside each image's budget (or the clean images with ``random=False``)."""
+        if not random:
+            return [x.clone() for x in self.x0]
+        return [self._project(x + uniform_like(x, self.eps, gen) * (1 if b is None else b / self.eps), i)
+                for i, (x, b) in enumerate(zip(self.x0, self.budgets, strict=True))]
+
+    @torch.no_grad()
+    def step(self, x: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        out = []
+        for i, (xi, g) in enumerate(zip(x, grads, strict=True)):
+            self.velocity[i] = self.momentum * self.velocity[i] + g / g.abs().mean().clamp_min(1e-12)
+            out.append(self._project(xi + self.alpha * self.velocity[i].sign(), i))
+        return out

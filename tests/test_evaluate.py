@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from onlymine import io, report
+from onlymine import io, report, threats
 from onlymine.evaluate import (
     TRANSFORMS,
     Evaluation,
@@ -76,40 +76,43 @@ def test_read_labels_and_errors(tmp_path: Path, folders):
         read_labels(tmp_path / "missing.csv")
 
 
-def test_transforms_work_on_8bit_and_keep_size():
+def test_threat_changes_are_pil_images_of_the_right_size():
+    from PIL import Image
+
+    from onlymine import threats
+
     g = torch.Generator().manual_seed(0)
-    x = io.quantize(torch.rand(3, 37, 53, generator=g))
-    for name, t in TRANSFORMS.items():
-        if t is None:
-            continue
-        y = t(x)
-        assert y.shape == x.shape, name
-        assert torch.equal(y, io.quantize(y)), f"{name} must give 8-bit values"
-        assert float((y - x).abs().mean()) > 0, f"{name} changed nothing"
-    # stronger JPEG changes more
-    err = {q: float((TRANSFORMS[f"jpeg{q}"](x) - x).abs().mean()) for q in (90, 50)}
-    assert err[50] > err[90]
+    im = io.to_pil(io.quantize(torch.rand(3, 1300, 1531, generator=g)))
+    for name, t in threats.SUITE.items():
+        out = t(im)
+        assert isinstance(out, Image.Image) and out.mode == "RGB", name
+        want = {"half": (765, 650), "social": (1080, 917)}.get(name, im.size)
+        assert out.size == want, name
+    assert threats.SUITE["social"](im.resize((400, 300))).size == (400, 300)  # never upscaled
+    diff = {q: float(torch.tensor(list(threats.jpeg(im, q).getdata()), dtype=torch.float).sub(
+        torch.tensor(list(im.getdata()), dtype=torch.float)).abs().mean()) for q in (90, 50)}
+    assert diff[50] > diff[90] > 0  # stronger JPEG changes more
 
 
 def test_evaluate_pairs_accuracy_agreement_quality(folders, tmp_path: Path):
     clean, prot, labels = folders
     judge, other = BrightnessJudge("auth"), BrightnessJudge("other")
     ev = evaluate_pairs(pair_folders(clean, prot), [judge, other], authorized="auth", labels=read_labels(labels),
-                        transforms=["none", "jpeg75"], progress=False)
+                        transforms=["crop", "jpeg75"], progress=False)
     assert [r["image"] for r in ev.images] == ["a.png", "b.png"]
     a, b = ev.images
     assert a["linf"] <= 4 / 255 + 1 / 255 and 30 < a["psnr"] < 60 and 0 < a["ssim"] < 1
     assert b["linf"] == pytest.approx(0.2, abs=1 / 255) and b["ssim"] < 1
     assert a["lpips"] is None or a["lpips"] >= 0
     s = {(r["transform"], r["judge"]): r for r in summarize(ev)}
-    none = s[("none", "auth")]
-    assert none["role"] == "authorized" and s[("none", "other")]["role"] == "unauthorized"
+    none = s[("crop", "auth")]
+    assert none["role"] == "authorized" and s[("crop", "other")]["role"] == "unauthorized"
     assert none["n"] == 2 and none["n_labelled"] == 2
     assert none["accuracy"] == pytest.approx(0.5)  # a kept class 5, b moved off its label 2
     assert none["clean_accuracy"] == pytest.approx(1.0)
     assert none["agreement"] == pytest.approx(0.5)
     only_a = {(r["transform"], r["judge"]): r for r in summarize(ev, keep=lambda n: n == "a.png")}
-    assert only_a[("none", "auth")]["accuracy"] == 1.0
+    assert only_a[("crop", "auth")]["accuracy"] == 1.0
     assert quality_summary(ev)["n"] == 2
 
 
@@ -117,15 +120,15 @@ def test_cache_is_reused_and_invalidated(folders, tmp_path: Path):
     clean, prot, labels = folders
     pairs = pair_folders(clean, prot)
     j = BrightnessJudge()
-    ev1 = evaluate_pairs(pairs, [j], labels=read_labels(labels), transforms=["none"], cache_dir=tmp_path / "c",
+    ev1 = evaluate_pairs(pairs, [j], labels=read_labels(labels), transforms=["crop"], cache_dir=tmp_path / "c",
                          progress=False)
     calls = j.calls
-    ev2 = evaluate_pairs(pairs, [j], labels=read_labels(labels), transforms=["none"], cache_dir=tmp_path / "c",
+    ev2 = evaluate_pairs(pairs, [j], labels=read_labels(labels), transforms=["crop"], cache_dir=tmp_path / "c",
                          progress=False)
     assert j.calls == calls and ev2.predictions == ev1.predictions
     # a protected file changed: recompute
     io.save_image(prot / "a.png", torch.full((3, 32, 40), 0.95), overwrite=True)
-    ev3 = evaluate_pairs(pairs, [j], labels=read_labels(labels), transforms=["none"], cache_dir=tmp_path / "c",
+    ev3 = evaluate_pairs(pairs, [j], labels=read_labels(labels), transforms=["crop"], cache_dir=tmp_path / "c",
                          progress=False)
     assert j.calls > calls
     assert ev3.predictions[0]["pred"] == 9
@@ -137,12 +140,13 @@ def test_evaluate_folders_writes_csv_and_json(folders, tmp_path: Path):
     summary = evaluate_folders(clean, prot, [BrightnessJudge("auth")], out, authorized="auth",
                                labels=read_labels(labels), progress=False)
     assert summary["n_pairs"] == 2
-    assert {r["transform"] for r in summary["models"]} == set(TRANSFORMS)
+    own_read = {t for t in TRANSFORMS if threats.SUITE[t].read == "crop"}  # a judge that reads its own way
+    assert {r["transform"] for r in summary["models"]} == own_read
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["quality"]["n"] == 2
     lines = (out / "predictions.csv").read_text().splitlines()
     assert lines[0].startswith("image,transform,judge,role")
-    assert len(lines) == 1 + 2 * len(TRANSFORMS)
+    assert len(lines) == 1 + 2 * len(own_read)
     per_image = (out / "per_image.csv").read_text().splitlines()
     assert "psnr" in per_image[0] and len(per_image) == 3
 

@@ -10,7 +10,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("protect", "models", "evaluate", "experiment", "serve", "enroll", "ablate")
+COMMANDS = ("protect", "verify", "models", "evaluate", "experiment", "serve", "enroll", "ablate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,11 +7,13 @@ own :class:`~onlymine.judges.Judge` objects):
   suffix: ``a.jpg`` <-> ``a.png``); :func:`read_labels` reads ``file,label`` CSVs.
 * :func:`evaluate_pairs` (pairs, judges, authorized=NAME, labels, transforms) -> :class:`Evaluation` with
   ``images`` (one quality row per image: psnr, ssim, linf, l2, lpips) and ``predictions`` (one row per
-  image x transform x judge: label, clean_pred, pred, kept, correct, clean_correct, role). Every prediction is
-  made on the saved 8-bit file as decoded from disk, after an in-memory robustness transform
-  (:data:`TRANSFORMS`: ``none, jpeg90, jpeg75, jpeg50, resize0.5``). With ``cache_dir`` the result is stored in
-  ``cache_dir/evaluation.json`` and reused while the files, judges, labels and transforms are unchanged.
-  ``clean_cache`` (a dict) shares clean predictions between calls.
+  image x pipeline x judge: label, clean_pred, pred, kept, correct, clean_correct, role; the field is called
+  ``transform``). Every prediction is made on the saved 8-bit file as decoded from disk, through a pipeline of
+  the threat suite (:mod:`onlymine.threats`, PIL and torchvision only: ``crop, full, fivecrop, jpeg75, jpeg50,
+  half, social``), and compared with the judge's prediction on the clean photo through the same pipeline. A judge
+  that reads only its own way (a detector) gets the pipelines that change the file, read its own way. With
+  ``cache_dir`` the result is stored in ``cache_dir/evaluation.json`` and reused while the files, judges, labels
+  and pipelines are unchanged. ``clean_cache`` (a dict) shares clean predictions between calls.
 * :func:`summarize` (evaluation, keep=lambda name: bool) -> rows per (transform, judge): ``n``, ``n_labelled``,
   ``accuracy``, ``clean_accuracy``, ``agreement`` (fractions in [0, 1], ``None`` when undefined), ``role``.
   :func:`quality_summary` gives the mean quality metrics.
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io as _bytesio
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -36,59 +37,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
-from onlymine import io
+from onlymine import io, threats
 from onlymine.judges import Judge
 from onlymine.metrics import QUALITY_KEYS, finite_mean, image_quality, lpips_status
+from onlymine.models.preprocess import crop_box
 
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "evaluation.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the threat suite
 
 
-# ------------------------------------------------------------------------------------------ transforms
-def _encode_decode(rgb: torch.Tensor, **save: Any) -> torch.Tensor:
-    buf = _bytesio.BytesIO()
-    Image.fromarray(io.to_uint8(rgb)).save(buf, **save)
-    buf.seek(0)
-    with Image.open(buf) as im:
-        return _to_tensor(im)
-
-
-def _to_tensor(im: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
-
-
-def jpeg(quality: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Re-encode as JPEG at ``quality`` with Pillow (default 4:2:0 chroma, like most uploads), in memory."""
-
-    def apply(rgb: torch.Tensor) -> torch.Tensor:
-        return _encode_decode(rgb, format="JPEG", quality=quality)
-
-    return apply
-
-
-def resize(scale: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Down-scale by ``scale`` and back to the original size (Pillow bicubic both ways), on the 8-bit image."""
-
-    def apply(rgb: torch.Tensor) -> torch.Tensor:
-        im = Image.fromarray(io.to_uint8(rgb))
-        w, h = im.size
-        small = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BICUBIC)
-        return _to_tensor(small.resize((w, h), Image.Resampling.BICUBIC))
-
-    return apply
-
-
-TRANSFORMS: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {
-    "none": None,
-    "jpeg90": jpeg(90),
-    "jpeg75": jpeg(75),
-    "jpeg50": jpeg(50),
-    "resize0.5": resize(0.5),
-}
+# ------------------------------------------------------------------------------------------ threats
+TRANSFORMS = threats.NAMES  # every report judges the saved files through the threat suite (onlymine.threats)
+HEADLINE = "crop"  # the model's published pipeline: the paper's number
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -192,11 +155,22 @@ def _cache_key(pairs: Sequence[Pair], judges: Sequence[Judge], authorized: str |
     return h.hexdigest()[:20]
 
 
-def _predict(judge: Judge, images: list[torch.Tensor]) -> list[Any]:
-    preds = judge.predict(images)
+def _predict(judge: Judge, images: list[Any], how: str) -> list[Any]:
+    """``judge`` on PIL ``images``, read ``how`` (a judge with its own way of reading gets tensors)."""
+    reader = getattr(judge, "read", None)
+    preds = reader(images, how) if reader is not None else judge.predict([_tensor(im) for im in images])
     if len(preds) != len(images):
         raise RuntimeError(f"judge {judge.name} returned {len(preds)} predictions for {len(images)} images")
     return [_jsonable(p) for p in preds]
+
+
+def _tensor(image: Any) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
+
+
+def reads_of(judge: Judge) -> tuple[str, ...]:
+    """The threat-suite reads a judge supports (``crop`` alone: it reads the file its own way)."""
+    return tuple(getattr(judge, "reads", ("crop",)))
 
 
 def _score(v: Any) -> float | None:
@@ -214,14 +188,12 @@ def evaluate_pairs(pairs: Sequence[Pair], judges: Sequence[Judge], authorized: s
         pairs: clean/protected files (:func:`pair_folders`).
         judges: the models that score the files; the one named ``authorized`` gets role ``authorized``.
         labels: ground truth by file name (``None``: agreement only).
-        transforms: names from :data:`TRANSFORMS` applied to the decoded protected file before predicting.
+        transforms: pipelines of the threat suite (:data:`TRANSFORMS`) each file is read through.
         quality: compute the per-image quality metrics.
         cache_dir: folder whose ``evaluation.json`` caches this result.
-        clean_cache: shared {(judge name, clean sha256): prediction} across calls.
+        clean_cache: shared {(judge name, clean sha256, pipeline): prediction} across calls.
     """
-    unknown = [t for t in transforms if t not in TRANSFORMS]
-    if unknown:
-        raise ValueError(f"unknown transform(s) {unknown}; known: {list(TRANSFORMS)}")
+    threats.check(transforms)
     names = [j.name for j in judges]
     if len(set(names)) != len(names):
         raise ValueError(f"judge names must be unique, got {names}")
@@ -237,6 +209,8 @@ def evaluate_pairs(pairs: Sequence[Pair], judges: Sequence[Judge], authorized: s
             log.warning("%s: unreadable evaluation cache, recomputing (%s)", cache, e)
     clean_cache = {} if clean_cache is None else clean_cache
     lp_ok, lp_why = lpips_status()
+    auth_model = next((getattr(j, "model", None) for j in judges if j.name == authorized), None)
+    auth_cfg = getattr(auth_model, "cfg", None) if auth_model is not None and auth_model.cfg.crop_pct else None
     ev = Evaluation(meta={"key": key, "judges": names, "authorized": authorized, "transforms": list(transforms),
                           "lpips": lp_ok, "lpips_note": lp_why, "n_pairs": len(pairs)})
     from tqdm.auto import tqdm
@@ -253,17 +227,25 @@ def evaluate_pairs(pairs: Sequence[Pair], judges: Sequence[Judge], authorized: s
             row: dict[str, Any] = {"image": p.name, "clean": str(p.clean), "protected": str(p.protected),
                                    "label": label_for(labels, p.name)}
             if quality:
-                row.update(image_quality(c.rgb, x, with_lpips=lp_ok))
+                box = crop_box(*x.shape[-2:], auth_cfg) if auth_cfg is not None else None
+                row.update(image_quality(c.rgb, x, with_lpips=lp_ok, box=box))
             ev.images.append(row)
-        views = {t: prot if TRANSFORMS[t] is None else [TRANSFORMS[t](x) for x in prot] for t in transforms}
+        clean_pil = [io.to_pil(c.rgb if c.bit_depth == 8 else io.quantize(c.rgb)) for c in clean]
+        prot_pil = [io.to_pil(x) for x in prot]
+        changed = {t: ([threats.SUITE[t](im) for im in clean_pil], [threats.SUITE[t](im) for im in prot_pil])
+                   for t in transforms}
         for judge in judges:
-            need = [i for i, c in enumerate(clean) if (judge.name, c.sha256) not in clean_cache]
-            if need:
-                for i, pred in zip(need, _predict(judge, [clean[i].rgb for i in need]), strict=True):
-                    clean_cache[(judge.name, clean[i].sha256)] = pred
-            cpred = [clean_cache[(judge.name, c.sha256)] for c in clean]
-            for t, imgs in views.items():
-                for p, cp, pp in zip(chunk, cpred, _predict(judge, imgs), strict=True):
+            for t in transforms:
+                how = threats.SUITE[t].read
+                if how not in reads_of(judge):
+                    continue
+                clean_in, prot_in = changed[t]
+                need = [i for i, c in enumerate(clean) if (judge.name, c.sha256, t) not in clean_cache]
+                if need:
+                    for i, pred in zip(need, _predict(judge, [clean_in[i] for i in need], how), strict=True):
+                        clean_cache[(judge.name, clean[i].sha256, t)] = pred
+                cpred = [clean_cache[(judge.name, c.sha256, t)] for c in clean]
+                for p, cp, pp in zip(chunk, cpred, _predict(judge, prot_in, how), strict=True):
                     lab = label_for(labels, p.name)
                     ev.predictions.append({
                         "image": p.name, "transform": t, "judge": judge.name,
@@ -305,6 +287,22 @@ def summarize(ev: Evaluation, keep: Callable[[str], bool] | None = None) -> list
     return out
 
 
+def threat_summary(ev: Evaluation, keep: Callable[[str], bool] | None = None) -> list[dict[str, Any]]:
+    """Per judge, over the threat suite: agreement (and accuracy) through each pipeline, the worst pipeline (the
+    highest agreement: where the protection is weakest) and the mean over pipelines."""
+    rows = summarize(ev, keep)
+    out = []
+    for judge in dict.fromkeys(r["judge"] for r in rows):
+        mine = {r["transform"]: r for r in rows if r["judge"] == judge}
+        agree = {t: r["agreement"] for t, r in mine.items() if r["agreement"] is not None}
+        worst = max(agree, key=lambda t: agree[t]) if agree else None
+        out.append({"judge": judge, "role": next(iter(mine.values()))["role"], "n": max(r["n"] for r in mine.values()),
+                    "agreement": agree, "accuracy": {t: r["accuracy"] for t, r in mine.items()},
+                    "worst": worst, "worst_agreement": agree.get(worst) if worst else None,
+                    "mean_agreement": _mean(list(agree.values()))})
+    return out
+
+
 def quality_summary(ev: Evaluation, keep: Callable[[str], bool] | None = None) -> dict[str, Any]:
     """Mean of each quality metric over the kept images (``None`` where unavailable, e.g. LPIPS offline)."""
     rows = [r for r in ev.images if keep is None or keep(r["image"])]
@@ -328,7 +326,7 @@ def evaluate_folders(clean: str | Path, protected: str | Path, judges: Sequence[
                         cache_dir=out, progress=progress)
     summary = {"clean": str(clean), "protected": str(protected), "n_pairs": len(pairs), "authorized": authorized,
                "judges": [j.name for j in judges], "lpips": ev.meta.get("lpips_note"),
-               "quality": quality_summary(ev), "models": summarize(ev)}
+               "quality": quality_summary(ev), "models": summarize(ev), "threats": threat_summary(ev)}
     report.write_csv(out / "per_image.csv", ev.images)
     report.write_csv(out / "predictions.csv", ev.predictions)
     report.write_json(out / "summary.json", summary)

@@ -21,7 +21,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-QUALITY_KEYS = ("psnr", "ssim", "linf", "l2", "lpips")
+QUALITY_KEYS = ("psnr", "ssim", "haarpsi", "linf", "l2", "lpips", "ring_ratio")
 
 
 def _pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,6 +46,31 @@ def ssim(clean: torch.Tensor, protected: torch.Tensor) -> float:
 
     a, b = _pair(clean, protected)
     return float(structural_similarity_index_measure(b, a, data_range=1.0))
+
+
+def haarpsi(clean: torch.Tensor, protected: torch.Tensor) -> float:
+    """HaarPSI (piq; Reisenhofer et al. 2018): a perceptual similarity with no learned weights, 1 for identical
+    images; it tracks human judgements of noise and texture better than SSIM."""
+    import piq
+
+    a, b = _pair(clean, protected)
+    if min(a.shape[-2:]) < 32:  # its Haar filters need room
+        return float("nan")
+    return float(piq.haarpsi(b.clamp(0, 1), a.clamp(0, 1), data_range=1.0))
+
+
+def ring_ratio(clean: torch.Tensor, protected: torch.Tensor, box: tuple[int, int, int, int]) -> float | None:
+    """Mean |change| in the ring of the photo outside ``box`` (top, left, height, width: the authorized model's
+    centre crop) over the mean inside it: about 1 when the perturbation is spread evenly, about 0.5 when the ring
+    kept only a random start; ``None`` when the box covers the photo."""
+    a, b = _pair(clean, protected)
+    d = (b - a).abs()[0].mean(0)
+    t, left, h, w = box
+    inside = torch.zeros_like(d, dtype=torch.bool)
+    inside[t : t + h, left : left + w] = True
+    if bool(inside.all()) or float(d[inside].mean()) == 0:
+        return None
+    return float(d[~inside].mean() / d[inside].mean())
 
 
 def linf(clean: torch.Tensor, protected: torch.Tensor) -> float:
@@ -93,14 +118,18 @@ def lpips(clean: torch.Tensor, protected: torch.Tensor) -> float | None:
         return float(_lpips_model()(b.clamp(0, 1), a.clamp(0, 1)))
 
 
-def image_quality(clean: torch.Tensor, protected: torch.Tensor, with_lpips: bool = True) -> dict[str, float | None]:
-    """All quality metrics for one image pair: ``psnr, ssim, linf, l2, lpips`` (``lpips`` may be ``None``)."""
+def image_quality(clean: torch.Tensor, protected: torch.Tensor, with_lpips: bool = True,
+                  box: tuple[int, int, int, int] | None = None) -> dict[str, float | None]:
+    """All quality metrics for one image pair: ``psnr, ssim, haarpsi, linf, l2, lpips`` (``lpips`` may be ``None``)
+    and, given the authorized crop ``box``, ``ring_ratio``."""
     return {
         "psnr": psnr(clean, protected),
         "ssim": ssim(clean, protected),
+        "haarpsi": haarpsi(clean, protected),
         "linf": linf(clean, protected),
         "l2": l2(clean, protected),
         "lpips": lpips(clean, protected) if with_lpips else None,
+        "ring_ratio": ring_ratio(clean, protected, box) if box is not None else None,
     }
 
 

@@ -95,7 +95,7 @@ def run_ablation(cfg: AblationConfig, out: str | Path, device: str = "cpu", prog
         s = point_settings(cfg, pt)
         cell = cells.run_cell(files, names, out / SETTINGS_DIR / pt.id, s,
                               lambda s=s: Protector(s, device=device, model=auth), judges, auth.name, labels=labels,
-                              transforms=("none", *cfg.transforms), clean_cache=clean_cache,
+                              transforms=("crop", *(t for t in cfg.transforms if t != "crop")), clean_cache=clean_cache,
                               batch_size=cfg.batch_size, progress=progress, desc=f"evaluate {pt.id}")
         if not cell.outputs or cell.evaluation is None:
             log.warning("%s: no protected file to evaluate", pt.id)
@@ -113,7 +113,7 @@ def result_row(pt: Point, ev: Evaluation, protect_rows: list[dict[str, Any]], au
                unauthorized: list[str]) -> dict[str, Any]:
     """One tidy row: the point's parameters, accuracies/agreements (fractions), quality and speed."""
     summary = summarize(ev)
-    by_judge = {r["judge"]: r for r in summary if r["transform"] == "none"}
+    by_judge = {r["judge"]: r for r in summary if r["transform"] == "crop"}
     q = quality_summary(ev)
     row: dict[str, Any] = {"id": pt.id, "axis": pt.axis, "variant": pt.variant, "seed": dict(pt.extra).get("seed"),
                            "layer": pt.layer, "eps_255": round(pt.eps * 255, 4),
@@ -128,13 +128,22 @@ def result_row(pt: Point, ev: Evaluation, protect_rows: list[dict[str, Any]], au
         row[f"{report.short_name(u)}_agreement"] = by_judge.get(u, {}).get("agreement")
     row["unauthorized_accuracy"] = report.mean(by_judge.get(u, {}).get("accuracy") for u in unauthorized)
     row["unauthorized_agreement"] = report.mean(by_judge.get(u, {}).get("agreement") for u in unauthorized)
-    for t in sorted({r["transform"] for r in summary} - {"none"}):
+    for t in sorted({r["transform"] for r in summary} - {"crop"}):
         tj = {r["judge"]: r for r in summary if r["transform"] == t}
         row[f"authorized_agreement_{t}"] = tj.get(authorized, {}).get("agreement")
         row[f"unauthorized_accuracy_{t}"] = report.mean(tj.get(u, {}).get("accuracy") for u in unauthorized)
         row[f"unauthorized_agreement_{t}"] = report.mean(tj.get(u, {}).get("agreement") for u in unauthorized)
+    per = {t: report.mean({r["judge"]: r for r in summary if r["transform"] == t}.get(u, {}).get("agreement")
+                          for u in unauthorized) for t in {r["transform"] for r in summary}}
+    per = {t: v for t, v in per.items() if v is not None}
+    if per:  # the threat suite: where the protection is weakest, and on average
+        row["unauthorized_agreement_worst"] = max(per.values())
+        row["worst_pipeline"] = max(per, key=lambda t: per[t])
+        row["unauthorized_agreement_mean"] = report.mean(per.values())
     row["psnr"] = q.get("psnr")
     row["ssim"] = q.get("ssim")
+    row["haarpsi"] = q.get("haarpsi")
+    row["ring_ratio"] = q.get("ring_ratio")
     row["linf_max_255"] = None if q.get("linf_max") is None else round(q["linf_max"] * 255, 3)
     row["verified_ok"] = sum(r.get("status") == "ok" for r in protect_rows)
     row["retried"] = sum(int(r.get("attempts", 1)) > 1 for r in protect_rows)

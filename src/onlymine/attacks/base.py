@@ -114,6 +114,7 @@ class Attack:
         self.records: list[dict[str, Any]] = []
         self._clean_feats: dict[str, torch.Tensor] | None = None  # run()'s clean pass, reused by perturb
         self._stop: Callable[[], bool] | None = None
+        self.label_table: torch.Tensor | None = None
 
     # -- API -------------------------------------------------------------
     def __call__(self, images: Images, labels: torch.Tensor | None = None) -> Images:
@@ -121,8 +122,9 @@ class Attack:
 
     def run(self, images: Images, labels: torch.Tensor | None = None,
             stop: Callable[[], bool] | None = None) -> AttackResult:
-        """Protect ``images`` (labels: the authorized predictions to keep, default the model's own); ``stop`` is
-        asked between steps and raises :class:`Cancelled` when it answers true."""
+        """Protect ``images``. ``labels``: the authorized predictions to keep (default: the model's own); an (N, R)
+        table gives one per read of each image (its first column is the published crop's; attacks that defend
+        several pipelines read the rest). ``stop`` is asked between steps and raises :class:`Cancelled`."""
         xs = as_list(images)
         device = self.model.device
         x0 = [x.detach().to(device=device, dtype=torch.float32) for x in xs]
@@ -130,15 +132,17 @@ class Attack:
             raise ValueError("images must be in [0, 1]")
         with torch.no_grad():
             logits0, feats0 = self.model.forward_features(x0, self.record_layers)
-        y = logits0.argmax(-1) if labels is None else labels.to(device).long().view(-1)
+        table = labels.to(device).long() if labels is not None and labels.dim() == 2 else None
+        y = logits0.argmax(-1) if labels is None else (table[:, 0] if table is not None else
+                                                         labels.to(device).long().view(-1))
         if len(y) != len(x0):
             raise ValueError(f"{len(y)} labels for {len(x0)} images")
         gen = torch.Generator().manual_seed(self.seed)
-        self._clean_feats, self._stop = feats0, stop
+        self._clean_feats, self._stop, self.label_table = feats0, stop, table
         try:
             adv = self.perturb(x0, y, gen)
         finally:
-            self._clean_feats, self._stop = None, None
+            self._clean_feats, self._stop, self.label_table = None, None, None
         adv = [project(a.detach(), x, self.eps) for a, x in zip(adv, x0, strict=True)]
         self.records = self.image_records(x0, adv, logits0, feats0, y)
         out = [a.to(device=x.device, dtype=x.dtype) for a, x in zip(adv, xs, strict=True)]

@@ -73,7 +73,11 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
     """A value from a YAML file, a web request or a Python call, as the field's type (tuples stay tuples)."""
     default = f.default
     if isinstance(default, tuple) or (value is not None and isinstance(value, list)):
-        return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        parse = f.metadata.get("parse")
+        if parse is not None:  # a flag given several times, or "a,b": each item parsed, then flattened
+            items = [v for item in items for v in (parse(item) if isinstance(item, str) else (item,))]
+        return tuple(items)
     if isinstance(value, str) and f.metadata.get("parse") is not None:
         return f.metadata["parse"](value)
     if isinstance(default, bool) and not isinstance(value, bool):

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from onlymine.attacks.views import View, apply_view, scale_view
+from onlymine.attacks.samplers import Framed, View, apply_view, frame_input, pyramid, scale_view
 from onlymine.models.classifier import Classifier
 
 
@@ -25,7 +25,8 @@ def relative_distortion(feats: dict[str, torch.Tensor], clean: dict[str, torch.T
 
 class FeatureDistortion:
     """Relative multi-layer distortion on the authorized model and on public surrogates (weight ``weight`` each),
-    each model seeing every view scaled to its own input, compared with the clean image under the same view.
+    each model seeing every view scaled to its own input (a whole-frame view reads a copy of the photo at twice the
+    largest input size, made once per step), compared with the clean image under the same view.
 
     Call :meth:`prepare` with the clean images, then once per step with the views of that step: it returns the
     distortion of the first view, the summed distortion of the others (both (N,)), and the authorized logits of
@@ -43,6 +44,23 @@ class FeatureDistortion:
         self.n = len(x0)
         self.size = tuple(self.z0[0].shape[-2:])
         self._cache = [{} for _ in self.models]
+        # whole-frame views read a copy at twice the largest input size: as sharp as the model can see
+        self.side = 2 * max(max(clf.cfg.input_size) for clf, _, _ in self.models)
+        self._levels0: list[torch.Tensor] | None = None
+
+    def _input(self, i: int, view: View, z: torch.Tensor, levels: list[torch.Tensor] | None) -> torch.Tensor:
+        """Model ``i``'s input batch under ``view``: a transformation of its crop ``z``, or a box of the frame."""
+        if isinstance(view, Framed):
+            assert levels is not None
+            cfg = self.models[i][0].cfg
+            return apply_view(view.then, frame_input(levels, view.frame, cfg.input_size, cfg.mean, cfg.std))
+        return apply_view(view, z)
+
+    def levels0(self) -> list[torch.Tensor]:
+        if self._levels0 is None:
+            with torch.no_grad():
+                self._levels0 = pyramid(self.x0, self.side)
+        return self._levels0
 
     def _views(self, i: int, views: Sequence[View]) -> list[View]:
         if i == 0:
@@ -62,13 +80,15 @@ class FeatureDistortion:
                 out[k] = cache[v]
             elif fixed or v is None:
                 with clf.taps.capture(names) as feats:
-                    clf.run_net(apply_view(v, clf.preprocess(self.x0)))
+                    clf.run_net(self._input(i, v, clf.preprocess(self.x0), None if v is None else self.levels0()))
                 out[k] = cache[v] = dict(feats)
             else:
                 fresh.append(k)
         if fresh:
+            framed = any(isinstance(views[k], Framed) for k in fresh)
+            levels = self.levels0() if framed else None
             with clf.taps.capture(names) as feats:
-                clf.run_net(torch.cat([apply_view(views[k], self.z0[i]) for k in fresh]))
+                clf.run_net(torch.cat([self._input(i, views[k], self.z0[i], levels) for k in fresh]))
             for j, k in enumerate(fresh):
                 out[k] = {name: f[j * self.n : (j + 1) * self.n] for name, f in feats.items()}
         return out  # type: ignore[return-value]
@@ -77,12 +97,14 @@ class FeatureDistortion:
                  fixed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n = self.n
         first = rest = logits0 = None
+        levels = pyramid(x, self.side) if any(isinstance(v, Framed) for v in views) else None
         for i, (clf, names, weight) in enumerate(self.models):
             vs = self._views(i, views)
             clean = self._clean(i, vs, fixed)
             z = clf.preprocess(x)
             with clf.taps.capture(names) as captured:
-                batch = apply_view(vs[0], z) if len(vs) == 1 else torch.cat([apply_view(v, z) for v in vs])
+                batch = (self._input(i, vs[0], z, levels) if len(vs) == 1
+                         else torch.cat([self._input(i, v, z, levels) for v in vs]))
                 logits = clf.run_net(batch)
                 feats = dict(captured)
             d = relative_distortion({k: f[:n] for k, f in feats.items()}, clean[0])

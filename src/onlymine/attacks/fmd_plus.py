@@ -13,9 +13,9 @@ from onlymine.attacks.config import ConfigError, option
 from onlymine.attacks.defaults import resolve
 from onlymine.attacks.distortion import FeatureDistortion
 from onlymine.attacks.fmd import StepConfig, margin
-from onlymine.attacks.keep import HingeKeep, RobustKeep
+from onlymine.attacks.keep import HingeKeep, PipelineKeep, RobustKeep
+from onlymine.attacks.samplers import TRANSFORMS, BankViews, FrameViews, FreshViews
 from onlymine.attacks.step import SignMomentum
-from onlymine.attacks.views import BankViews, FreshViews
 from onlymine.models.classifier import Classifier
 
 BANK = 6  # resize-and-pad views in the one-view-per-step bank
@@ -47,11 +47,23 @@ class FMDPlusConfig(StepConfig):
     diversity: float = option(0.7, "probability per step of a resize-and-pad view (with --views 1)",
                               minimum=0.0, maximum=1.0)
     texture: bool = option(True, "texture-masked budget: less perturbation on flat regions (higher PSNR)")
+    texture_floor: float = option(0.5, "the share of --eps a flat region keeps with --texture", above=0.0, maximum=1.0)
+    luminance: bool = option(False, "with --texture, dark regions get more of the budget too (luminance masking)")
     views: int = option(1, "random views averaged per step besides the image itself (1: one view per step from a "
                         "fixed bank)", minimum=1, metavar="N")
-    shuffle: int = option(0, "BSR: the random views shuffle and rotate BLOCKS x BLOCKS blocks (0: resize-and-pad)",
-                          minimum=0, metavar="BLOCKS")
+    shuffle: int = option(0, "blocks per side of the BSR/SIA views (with --transform auto, 0 means resize-and-pad "
+                          "views and more means BSR)", minimum=0, metavar="BLOCKS")
+    transform: str = option("auto", "what each random view does: bsr (block shuffle and rotation), sia (block-wise "
+                            "transformations), resize (resize-and-pad), none; auto: bsr with --shuffle, else resize",
+                            choices=("auto", *TRANSFORMS))
+    frame: bool = option(False, "take the random views from the whole frame (the whole photo stretched, random "
+                         "boxes of any scale, position and aspect), not only from the model's centre crop")
     robust_keep: bool = option(False, "keep the authorized prediction after a JPEG round trip and halving too")
+    keep_pipelines: tuple[str, ...] = option(("crop",), "how the owner's model reads the files: threat-suite "
+                                             "pipelines (crop, full, fivecrop, jpeg75, jpeg50, half, social) whose "
+                                             "prediction is kept on every saved file; crop is always among them",
+                                             everyday=True, flag="--keep-pipelines", metavar="NAME[,NAME]",
+                                             parse=lambda s: tuple(p.strip() for p in s.split(",") if p.strip()))
     keep_margin: float | None = option(None, "authorized logit margin the best-iterate rule asks for (default: "
                                        "by the attack precision, docs/pipelines.md)", minimum=0.0)
     surrogates: tuple[str, ...] = option((), "public model whose features are distorted too (repeatable; judge "
@@ -63,6 +75,12 @@ class FMDPlusConfig(StepConfig):
         super().__post_init__()
         if self.shuffle == 1:
             raise ConfigError("--shuffle must be 0 (resize-and-pad views) or at least 2 blocks, got 1")
+        from onlymine.threats import NAMES
+
+        bad = [p for p in self.keep_pipelines if p not in NAMES]
+        if bad:
+            raise ConfigError(f"--keep-pipelines: unknown pipeline(s) {bad}; choose from {', '.join(NAMES)}")
+        object.__setattr__(self, "keep_pipelines", tuple(dict.fromkeys(("crop", *self.keep_pipelines))))
 
 
 class FMDPlus(Attack):
@@ -112,18 +130,29 @@ class FMDPlus(Attack):
         for clf, names in [(model, self.layers), *self.surrogates]:
             for name in names:
                 clf.taps.resolve(name)  # fail early on unknown layers
-        self.keep = RobustKeep(cfg.kappa) if cfg.robust_keep else HingeKeep(cfg.kappa)
+        if cfg.keep_pipelines != ("crop",):
+            self.keep: HingeKeep = PipelineKeep(cfg.kappa, cfg.keep_pipelines, cfg.robust_keep)
+        else:
+            self.keep = RobustKeep(cfg.kappa) if cfg.robust_keep else HingeKeep(cfg.kappa)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "surrogates": {clf.name: names for clf, names in self.surrogates}}
 
     def perturb(self, x0: list[torch.Tensor], y: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
         c, n = self.cfg, len(x0)
-        views = (BankViews(self.model.cfg.input_size[0], gen, BANK, c.diversity) if c.views == 1 and not c.shuffle
-                 else FreshViews(c.views, c.shuffle))
+        kind = c.transform if c.transform != "auto" else ("bsr" if c.shuffle else "resize")
+        blocks = c.shuffle or 3
+        if c.frame:
+            views: BankViews | FreshViews | FrameViews = FrameViews(c.views, kind, blocks)
+        elif c.views == 1 and not c.shuffle and c.transform == "auto":
+            views = BankViews(self.model.cfg.input_size[0], gen, BANK, c.diversity)
+        else:
+            views = FreshViews(c.views, kind, blocks)
+        if isinstance(self.keep, PipelineKeep):
+            self.keep.labels = self.label_table
         distortion = FeatureDistortion(self.model, self.layers, self.surrogates, c.surrogate_weight)
         distortion.prepare(x0)
-        opt = SignMomentum(x0, c.eps, c.alpha, c.momentum, c.texture)
+        opt = SignMomentum(x0, c.eps, c.alpha, c.momentum, c.texture, c.texture_floor, c.luminance)
         x = opt.start(gen, c.random_start)
         best = [xi.clone() for xi in x]
         best_score = torch.full((n,), -torch.inf, device=y.device)

@@ -12,11 +12,14 @@ from onlymine.attacks.base import project, uniform_like
 TEXTURE_FLOOR = 0.5  # a flat region keeps half of eps (docs/beyond.md: texture budget)
 
 
-def texture_budget(x: torch.Tensor, eps: float, floor: float = TEXTURE_FLOOR, window: int = 7) -> torch.Tensor:
+def texture_budget(x: torch.Tensor, eps: float, floor: float = TEXTURE_FLOOR, window: int = 7,
+                   luminance: bool = False) -> torch.Tensor:
     """Per-pixel L-inf budget in [floor*eps, eps]: full budget in textured regions, less in flat ones.
 
     Local standard deviation of luminance (a simple visibility mask in the spirit of JND models): the eye
-    sees noise on flat areas (sky, skin) far more than on texture, so flat areas get a smaller budget.
+    sees noise on flat areas (sky, skin) far more than on texture, so flat areas get a smaller budget. With
+    ``luminance``, dark regions also get more (luminance adaptation: the visibility threshold of Chou and Li's JND
+    model, "A perceptually tuned subband image coder", 1995, rises from 3 levels at mid-grey to 20 at black).
     """
     lum = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None, None]
     pad = window // 2
@@ -24,7 +27,12 @@ def texture_budget(x: torch.Tensor, eps: float, floor: float = TEXTURE_FLOOR, wi
     sq = F.avg_pool2d(F.pad(lum**2, (pad,) * 4, mode="replicate"), window, stride=1)
     std = (sq - mean**2).clamp_min(0).sqrt()[0]
     ref = torch.quantile(std.flatten()[:: max(1, std.numel() // 65536)], 0.6).clamp_min(1e-3)
-    return eps * (floor + (1 - floor) * (std / ref).clamp(0, 1))
+    mask = (std / ref).clamp(0, 1)
+    if luminance:
+        bg = mean[0] * 255
+        jnd = torch.where(bg <= 127, 17 * (1 - (bg / 127).clamp_min(0).sqrt()) + 3, 3 / 128 * (bg - 127) + 3)
+        mask = torch.maximum(mask, ((jnd - 3) / 17).clamp(0, 1))
+    return eps * (floor + (1 - floor) * mask)
 
 
 class SignMomentum:
@@ -35,9 +43,9 @@ class SignMomentum:
     It holds one batch's state: the clean images, their budgets and velocities."""
 
     def __init__(self, x0: Sequence[torch.Tensor], eps: float, alpha: float, momentum: float,
-                 texture: bool = False) -> None:
+                 texture: bool = False, floor: float = TEXTURE_FLOOR, luminance: bool = False) -> None:
         self.x0, self.eps, self.alpha, self.momentum = list(x0), float(eps), float(alpha), float(momentum)
-        self.budgets = [texture_budget(x, eps) if texture else None for x in self.x0]
+        self.budgets = [texture_budget(x, eps, floor, luminance=luminance) if texture else None for x in self.x0]
         self.velocity = [torch.zeros_like(x) for x in self.x0]
 
     def _project(self, x: torch.Tensor, i: int) -> torch.Tensor:

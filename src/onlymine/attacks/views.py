@@ -1,4 +1,5 @@
-"""Random input views for transfer attacks: resize-and-pad (DI) and block shuffle and rotation (BSR).
+"""Random input transformations for transfer attacks: resize-and-pad (DI), block shuffle and rotation (BSR) and
+block-wise structure-invariant transformations (SIA).
 
 Each view is a frozen record of its random parameters, so the same view can be applied to the protected
 image and to the clean one (a feature-distortion objective compares the two under the same view). Views work on
@@ -107,46 +108,69 @@ class BlockShuffle:
         return cls(dim, lengths, _perm(blocks, gen), angles, inner)
 
 
-
-View = ResizePad | BlockShuffle | None  # None: the image itself
-
-
-class BankViews:
-    """One view per step from a fixed bank: the image itself, or with probability ``p`` one of ``n`` resize-and-pad
-    views drawn once per batch (DI). The bank is fixed, so its views' clean features are computed once."""
-
-    fixed = True
-
-    def __init__(self, size: int, gen: torch.Generator, n: int = 6, p: float = 0.7) -> None:
-        self.bank: list[View] = [None, *(ResizePad.draw(size, gen) for _ in range(n))]
-        self.p = float(p)
-
-    def draw(self, gen: torch.Generator, h: int, w: int) -> list[View]:
-        u = torch.rand(2, generator=gen)
-        n = len(self.bank) - 1
-        k = 1 + int(torch.randint(0, n, (1,), generator=gen)) if n and float(u[0]) < self.p else 0
-        torch.rand(1, generator=gen)  # drawn as the retired per-step JPEG coin was: outputs stay as they were
-        return [self.bank[k]]
+SIA_OPS = ("identity", "vshift", "hshift", "vflip", "hflip", "rot180", "scale", "noise", "dropout", "resize")
 
 
-class FreshViews:
-    """The image itself and ``n`` fresh random views every step: block shuffle and rotation with ``blocks`` > 0
-    (BSR), else resize-and-pad; their clean features are computed per step, in one batch."""
+@dataclass(frozen=True)
+class BlockTransform:
+    """Cut the image into blocks (``rows`` x ``cols`` lengths) and apply one random transformation to each: a shift,
+    a flip, a half turn, a darkening, noise, dropout or a down-and-up resize (``ops``: per block, an index into
+    :data:`SIA_OPS` and its random parameter; ``seed`` replays the noise and dropout masks).
 
-    fixed = False
+    Wang et al., "Structure Invariant Transformation for better Adversarial Transferability", ICCV 2023 (SIA): each
+    block keeps the image's structure locally while the view as a whole is far from the original, so gradients
+    averaged over such views depend less on the surrogate's particular attention."""
 
-    def __init__(self, n: int, blocks: int = 0) -> None:
-        self.n, self.blocks = int(n), int(blocks)
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+    ops: tuple[tuple[int, float], ...]  # row-major, one per block
+    seed: int
 
-    def draw(self, gen: torch.Generator, h: int, w: int) -> list[View]:
-        return [None, *(BlockShuffle.draw(h, w, self.blocks, gen) if self.blocks else ResizePad.draw(h, gen)
-                        for _ in range(self.n))]
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed)
+        out_rows, k = [], 0
+        for block_row in z.split(list(self.rows), dim=-2):
+            parts = []
+            for block in block_row.split(list(self.cols), dim=-1):
+                op, value = self.ops[k]
+                parts.append(_sia(SIA_OPS[op], block, value, gen))
+                k += 1
+            out_rows.append(torch.cat(parts, dim=-1))
+        return torch.cat(out_rows, dim=-2)
+
+    def scaled(self, h: int, w: int, f: float = 1.0) -> BlockTransform:
+        """The same view for an ``h`` x ``w`` input (blocks at the same relative places); ``f`` is unused."""
+        return BlockTransform(_rescale(self.rows, h), _rescale(self.cols, w), self.ops, self.seed)
+
+    @classmethod
+    def draw(cls, h: int, w: int, blocks: int, gen: torch.Generator) -> BlockTransform:
+        rows, cols = _split(h, blocks, gen), _split(w, blocks, gen)
+        kinds = torch.randint(0, len(SIA_OPS), (blocks * blocks,), generator=gen).tolist()
+        values = torch.rand(blocks * blocks, generator=gen).tolist()
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        return cls(rows, cols, tuple((int(k), float(v)) for k, v in zip(kinds, values, strict=True)), seed)
 
 
-def apply_view(view: View, z: torch.Tensor) -> torch.Tensor:
-    return z if view is None else view(z)
-
-
-def scale_view(view: View, h: int, w: int, f: float) -> View:
-    """``view`` for another model's ``h`` x ``w`` input, ``f`` times the authorized model's."""
-    return None if view is None else view.scaled(h, w, f)
+def _sia(op: str, b: torch.Tensor, value: float, gen: torch.Generator) -> torch.Tensor:
+    h, w = b.shape[-2:]
+    if op == "vshift":
+        return torch.roll(b, max(1, int(value * h)), dims=-2)
+    if op == "hshift":
+        return torch.roll(b, max(1, int(value * w)), dims=-1)
+    if op == "vflip":
+        return b.flip(-2)
+    if op == "hflip":
+        return b.flip(-1)
+    if op == "rot180":
+        return b.flip(-2, -1)
+    if op == "scale":
+        return b * (0.5 + 0.5 * value)
+    if op == "noise":
+        return b + (torch.rand(b.shape, generator=gen) * 2 - 1).to(b) * 0.25 * value
+    if op == "dropout":
+        return b * (torch.rand(b.shape[-2:], generator=gen) > 0.1).to(b)
+    if op == "resize" and min(h, w) >= 4:
+        small = F.interpolate(b, size=(max(2, h // 2), max(2, w // 2)), mode="bilinear", align_corners=False,
+                              antialias=True)
+        return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    return b

@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--authorized", required=True, help="authorized model spec")
     p.add_argument("--unauthorized", nargs="+", default=[], metavar="SPEC", help="unauthorized model specs")
     p.add_argument("--labels", help="CSV with columns file,label (label -1: no label)")
-    p.add_argument("--transforms", nargs="+", default=list(TRANSFORMS), choices=list(TRANSFORMS))
+    p.add_argument("--pipelines", "--transforms", dest="transforms", nargs="+", default=list(TRANSFORMS),
+                   choices=list(TRANSFORMS), help="threat-suite pipelines (default: all; onlymine.threats)")
     p.add_argument("-o", "--out", required=True, help="output folder: per_image.csv, predictions.csv, summary.json")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")

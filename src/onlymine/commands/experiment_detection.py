@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int)
     p.add_argument("--lam", type=float)
     p.add_argument("--iou", type=float, default=0.5, help="IoU for a detection to count as found again")
-    p.add_argument("--transforms", nargs="+", default=["none"], help="robustness transforms (default: none)")
+    p.add_argument("--transforms", nargs="+", default=["crop"],
+                   help="threat-suite pipelines (default: crop; onlymine.threats)")
     p.add_argument("--markdown", help="also write the Markdown report here (e.g. docs/results-detection.md)")
     p.add_argument("--figure-dir", help="also copy the figures here (e.g. docs/img)")
     p.add_argument("--device", default="auto")

@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=parse_budget, help="step size for the gradient methods")
     p.add_argument("--steps", type=int, help="steps for the gradient methods (paper: 100)")
     p.add_argument("--lam", type=float, help="FMD keep-term weight (default: measured per model)")
-    p.add_argument("--transforms", nargs="+", help="robustness transforms (default: all)")
+    p.add_argument("--transforms", nargs="+",
+                   help="threat-suite pipelines the files are judged through (default: all; onlymine.threats)")
     p.add_argument("--markdown", help="also write the Markdown report here (e.g. docs/results-imagenet.md)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=8)

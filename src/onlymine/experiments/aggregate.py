@@ -46,7 +46,7 @@ def result_rows(res: ProtocolResult) -> list[dict[str, Any]]:
 
 
 def matrix(res: ProtocolResult, method: str, subset: str = "all", restricted: bool = True,
-           transform: str = "none", metric: str = "accuracy") -> list[report.MatrixRow]:
+           transform: str = "crop", metric: str = "accuracy") -> list[report.MatrixRow]:
     """The paper-shaped rows of one method (one row per authorized model)."""
     rows = []
     keep = selector(res, subset, restricted)
@@ -64,7 +64,7 @@ def matrix(res: ProtocolResult, method: str, subset: str = "all", restricted: bo
 
 
 def held_out_mean(res: ProtocolResult, method: str, like: str, subset: str = "all", restricted: bool = True,
-                  transform: str = "none", metric: str = "accuracy") -> float | None:
+                  transform: str = "crop", metric: str = "accuracy") -> float | None:
     """``method``'s unauthorized average over only the cells the surrogate method ``like`` scores (its held-out
     judges): the like-for-like comparison for a surrogate row."""
     rows = matrix(res, method, subset, restricted, transform, metric)
@@ -73,7 +73,7 @@ def held_out_mean(res: ProtocolResult, method: str, like: str, subset: str = "al
                        for r, o in zip(rows, ref, strict=True))
 
 
-def overview(res: ProtocolResult, subset: str = "all", restricted: bool = True, transform: str = "none",
+def overview(res: ProtocolResult, subset: str = "all", restricted: bool = True, transform: str = "crop",
              metric: str = "accuracy") -> list[dict[str, Any]]:
     """Per method: mean authorized score, min authorized score, mean unauthorized score, PSNR, SSIM, LPIPS."""
     out = []
@@ -113,7 +113,7 @@ def checks(res: ProtocolResult, methods: Sequence[str] = CHECKED, subset: str = 
         out.append((f"{method}: unauthorized average below every baseline that keeps the authorized model "
                     f">= {threshold:.0%}", ok, f"{method} {report.percent(mine)}%; baselines: {ev}"))
     have = {(j.method.key, t) for j in res.jobs if j.evaluation for t in j.evaluation.meta.get("transforms", [])}
-    missing = [(m.key, t) for m in res.protocol.methods for t in ("jpeg75", "resize0.5") if (m.key, t) not in have]
+    missing = [(m.key, t) for m in res.protocol.methods for t in ("full", "jpeg75") if (m.key, t) not in have]
     out.append(("JPEG-75 and resize rows present for every method", not missing,
                 f"missing: {missing}" if missing else "present"))
     return out

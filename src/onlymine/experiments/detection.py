@@ -46,7 +46,7 @@ class DetectionOptions:
     steps: int | None = None
     lam: float | None = None
     iou: float = 0.5
-    transforms: Sequence[str] = ("none",)
+    transforms: Sequence[str] = ("crop",)
     markdown: Path | None = None
     figure_dir: Path | None = None
     device: str = "auto"
@@ -135,7 +135,7 @@ def _in_group(group: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ scoring
-def detection_rows(res: ProtocolResult, judges: Sequence[Any], transform: str = "none",
+def detection_rows(res: ProtocolResult, judges: Sequence[Any], transform: str = "crop",
                    per_image: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One row per (method, authorized, detector): pooled survival, new false detections, mAP, plus the
     authorized model's agreement and PSNR on the same saved files. Per-image scores go to ``per_image``."""
@@ -240,7 +240,7 @@ def figure(res: ProtocolResult, judges: Sequence[Any], folder: Path, methods: Se
             continue
         counts: dict[str, int] = {}
         for r in clean_ev.predictions:
-            if r["transform"] == "none" and Path(r["image"]).parts[0] == group and r["judge"] in {d.name for d in dets}:
+            if r["transform"] == "crop" and Path(r["image"]).parts[0] == group and r["judge"] in {d.name for d in dets}:
                 j = next(d for d in dets if d.name == r["judge"])
                 counts[r["image"]] = counts.get(r["image"], 0) + len(j.detections(r["clean_pred"]).above(j.threshold))
         if not counts:
@@ -255,7 +255,7 @@ def figure(res: ProtocolResult, judges: Sequence[Any], folder: Path, methods: Se
                 if e is None:
                     continue
                 r = next((r for r in e.predictions if r["image"] == image and r["judge"] == d.name
-                          and r["transform"] == "none"), None)
+                          and r["transform"] == "crop"), None)
                 if r is None:
                     continue
                 pred = r["clean_pred"] if m == CLEAN else r["pred"]

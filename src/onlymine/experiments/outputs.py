@@ -115,13 +115,13 @@ def run_meta(res: ProtocolResult, command: str) -> dict[str, Any]:
             "lpips": res.clean.meta.get("lpips_note")}
 
 
-def overview_table(res: ProtocolResult, subset: str, restricted: bool, transform: str = "none") -> report.Table:
+def overview_table(res: ProtocolResult, subset: str, restricted: bool, transform: str = "crop") -> report.Table:
     ov = overview(res, subset, restricted, transform)
     rows = [[o["label"], str(o["n"]), report.percent(o["authorized_mean"]), report.percent(o["authorized_min"]),
              f"**{report.percent(o['unauthorized_mean'])}**", report.number(o["psnr"]), report.number(o["ssim"], 4),
              report.number(o["lpips"], 4)] for o in ov]
     cap = f"subset {subset}, {'restricted to images every model gets right when clean' if restricted else 'all images'}"
-    if transform != "none":
+    if transform != "crop":
         cap += f", after {transform}"
     return report.Table(["Method", "n", "Authorized avg (%)", "Authorized min (%)", "Unauthorized avg (%)",
                          "PSNR (dB)", "SSIM", "LPIPS"], rows, cap)

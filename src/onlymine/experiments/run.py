@@ -158,7 +158,7 @@ def protect_cell(files: Sequence[Path], folder: Path, settings: ProtectSettings,
 
 def run_cell(files: Sequence[Path], names: Sequence[str], folder: Path, settings: ProtectSettings,
              protector: ProtectorLike, judges: Sequence[Judge], authorized: str | None,
-             labels: Mapping[str, Any] | None = None, transforms: Sequence[str] = ("none",),
+             labels: Mapping[str, Any] | None = None, transforms: Sequence[str] = ("crop",),
              clean_cache: dict[tuple[str, str], Any] | None = None, batch_size: int = 8, progress: bool = True,
              desc: str = "evaluate") -> CellRun:
     """Protect one cell (:func:`protect_cell`), then score its saved files with ``judges`` (the one named
@@ -217,7 +217,7 @@ def restricted_set(clean: Evaluation, names: Sequence[str]) -> set[str]:
     ok = dict.fromkeys(names, True)
     seen: set[str] = set()
     for r in clean.predictions:
-        if r["transform"] != "none":
+        if r["transform"] != "crop":
             continue
         seen.add(r["image"])
         if r["clean_correct"] is None or r["clean_correct"] < 1:

@@ -35,10 +35,15 @@ class TopOneJudge:
     def predict(self, images: Sequence[torch.Tensor]) -> list[int]:
         raise NotImplementedError
 
-    def kept(self, clean: Any, protected: Any) -> bool:
-        return int(clean) == int(protected)
+    def kept(self, clean: Any, protected: Any) -> float:
+        """1 if the prediction is the clean one; for several reads of one photo (five crops), the share kept."""
+        if isinstance(clean, list):
+            return sum(int(c) == int(p) for c, p in zip(clean, protected, strict=True)) / len(clean)
+        return float(int(clean) == int(protected))
 
-    def correct(self, pred: Any, label: Any) -> bool | None:
+    def correct(self, pred: Any, label: Any) -> float | None:
         if label is None or int(label) < 0:
             return None
-        return int(pred) == int(label)
+        if isinstance(pred, list):
+            return sum(int(p) == int(label) for p in pred) / len(pred)
+        return float(int(pred) == int(label))

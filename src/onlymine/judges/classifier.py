@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
+from onlymine import threats
 from onlymine.io import to_pil
 from onlymine.judges.base import TopOneJudge
 from onlymine.models import Classifier, load_model
@@ -36,8 +38,14 @@ class ClassifierJudge(TopOneJudge):
             confs += conf.tolist()
         return classes, confs
 
+    reads = threats.READS
+
     def predict(self, images: Sequence[torch.Tensor]) -> list[int]:
         return self.top1(images)[0]
+
+    def read(self, images: Sequence[Any], how: str) -> list[Any]:
+        """Top-1 on PIL ``images`` read ``how`` (``crop``, ``full`` or ``fivecrop``: :mod:`onlymine.threats`)."""
+        return threats.read(self.model, images, how, self.batch_size)
 
     def confidences(self, images: Sequence[torch.Tensor]) -> list[float]:
         """Top-1 softmax confidence per image (for the paper's Figure 5)."""

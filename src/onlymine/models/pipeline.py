@@ -117,6 +117,8 @@ class Pipeline:
         mean, std: per-channel normalisation of the ``[0, 1]`` result.
         quantize: round to 8-bit levels before and during the resize, as Pillow does on an RGB image. Models
             that are not fed 8-bit images (face chips made by a differentiable warp) turn it off.
+        corner: where the crop sits: ``center``, or a corner ``tl``/``tr``/``bl``/``br`` as torchvision's
+            ``FiveCrop`` takes them.
     """
 
     resize: int | tuple[int, int] | None
@@ -125,6 +127,7 @@ class Pipeline:
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     quantize: bool = True
+    corner: str = "center"
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
@@ -143,7 +146,9 @@ class Pipeline:
         ch, cw = self.crop if self.crop is not None else (nh, nw)
         if ch > nh or cw > nw:
             raise ValueError(f"a {height}x{width} photo resized to {nh}x{nw} is smaller than the {ch}x{cw} crop")
-        return Geometry((nh, nw), int(round((nh - ch) / 2.0)), int(round((nw - cw) / 2.0)), ch, cw)
+        top, left = {"center": (int(round((nh - ch) / 2.0)), int(round((nw - cw) / 2.0))), "tl": (0, 0),
+                     "tr": (0, nw - cw), "bl": (nh - ch, 0), "br": (nh - ch, nw - cw)}[self.corner]
+        return Geometry((nh, nw), top, left, ch, cw)
 
     # ------------------------------------------------------------------------------------ published (PIL)
     def reference(self) -> Callable[..., torch.Tensor]:

@@ -70,6 +70,18 @@ def within_bounds(image: io.LoadedImage, x0: torch.Tensor, out: torch.Tensor, ep
     return out
 
 
+def read_through(model: Classifier, name: str, pil: list[Any]) -> list[Any]:
+    """``model``'s published top-1 on PIL images through threat-suite pipeline ``name`` (five for ``fivecrop``)."""
+    from onlymine import threats
+
+    t = threats.SUITE[name]
+    return threats.read(model, [t(im) for im in pil], t.read)
+
+
+def _flat(preds: list[Any]) -> list[list[int]]:
+    return [p if isinstance(p, list) else [p] for p in preds]
+
+
 def class_name(model: Classifier, idx: int) -> str | None:
     names = model.cfg.class_names
     return names[idx] if names and 0 <= idx < len(names) else None
@@ -86,10 +98,20 @@ class WholeImage:
     def attack_model(self) -> Classifier:
         return self.p.model
 
+    def pipelines(self) -> tuple[str, ...]:
+        return tuple(getattr(self.p.settings.config, "keep_pipelines", ("crop",)))
+
     def prepare(self, images: list[io.LoadedImage]) -> Batch:
         x0 = [im.rgb if im.bit_depth == 8 else io.quantize(im.rgb) for im in images]
-        clean, conf = self.p.model.predict_published([io.to_pil(x) for x in x0])
-        return Batch(images, x0, x0, clean.cpu(), list(range(len(images))), extra=conf.cpu())
+        pil = [io.to_pil(x) for x in x0]
+        clean, conf = self.p.model.predict_published(pil)
+        labels = clean.cpu()
+        if self.pipelines() != ("crop",):  # one clean label per read of every declared pipeline (crop first)
+            columns = [labels[:, None]]
+            for name in self.pipelines()[1:]:
+                columns.append(torch.tensor(_flat(read_through(self.p.model, name, pil)), dtype=torch.long))
+            labels = torch.cat(columns, dim=1)
+        return Batch(images, x0, x0, labels, list(range(len(images))), extra={"conf": conf.cpu(), "pil": pil})
 
     def attack(self, b: Batch, items: list[int], changes: dict[str, Any]) -> Attack:
         return build_attack(self.p.fast_model, self.p.settings, self.p.surrogates, **changes)
@@ -103,13 +125,26 @@ class WholeImage:
         model = self.p.model
         top1, conf = model.predict_published([pil])
         own = model.predict([reread.to(model.device)])[0]  # the attack's own pipeline, fp32: a diagnostic only
-        clean = int(b.labels[photo])
-        return {"top1": int(top1[0]), "conf": round(float(conf[0]), 6), "kept": int(top1[0]) == clean,
-                "clean_top1": clean, "clean_conf": round(float(b.extra[photo]), 6), "pipeline": "published",
-                "differentiable_top1": int(own[0])}
+        row = b.labels[photo].view(-1).tolist()
+        clean = int(row[0])
+        out = {"top1": int(top1[0]), "conf": round(float(conf[0]), 6), "kept": int(top1[0]) == clean,
+               "clean_top1": clean, "clean_conf": round(float(b.extra["conf"][photo]), 6), "pipeline": "published",
+               "differentiable_top1": int(own[0])}
+        if self.pipelines() != ("crop",):
+            per, k = {"crop": {"top1": out["top1"], "clean": clean, "kept": out["kept"]}}, 1
+            for name in self.pipelines()[1:]:
+                got = read_through(model, name, [pil])[0]
+                want = row[k : k + (len(got) if isinstance(got, list) else 1)]
+                k += len(want)
+                want_v = want if isinstance(got, list) else want[0]
+                per[name] = {"top1": got, "clean": want_v, "kept": got == want_v}
+            out["pipelines"] = per
+            out["kept"] = all(v["kept"] for v in per.values())
+        return out
 
     def lost(self, b: Batch, photo: int, verified: dict[str, Any]) -> str:
-        return "authorized prediction not kept"
+        lost = [n for n, v in verified.get("pipelines", {}).items() if not v["kept"]]
+        return "authorized prediction not kept" + (f" through {', '.join(lost)}" if lost else "")
 
     def record(self, records: list[dict[str, Any]]) -> Any:
         return records[0]

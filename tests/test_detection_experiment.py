@@ -1,4 +1,4 @@
-"""``onlymine experiment detection`` end to end on two downscaled kit photos (a tiny, fast configuration)."""
+"""``onlymine experiment detection`` end to end on two downscaled sample photos (a tiny, fast configuration)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,18 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import SAMPLES
 from onlymine.cli import main
 
 
 @pytest.fixture(scope="module")
-def tiny_data(kit_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The kit's layout (detection/, faces/) with a photo each: the cameraman (YOLO: person), Eileen Collins
+    (Haar: a face)."""
     root = tmp_path_factory.mktemp("det-data")
-    for group, name in (("detection", "darknet_person.jpg"), ("faces", "obama_1.jpg")):
+    for group, name in (("detection", "camera.png"), ("faces", "astronaut.png")):
         (root / group).mkdir()
-        im = Image.open(kit_dir / "photos" / group / name).convert("RGB")
+        im = Image.open(SAMPLES / name).convert("RGB")
         im.thumbnail((320, 320))
         im.save(root / group / (Path(name).stem + ".png"))
     return root

@@ -1,42 +1,32 @@
-"""End to end: `onlymine experiment imagenet` on 3 kit photos, resume, `onlymine evaluate`, random-init smoke."""
+"""End to end: `onlymine experiment imagenet` on 3 labelled sample photos, resume, `onlymine evaluate`,
+random-init smoke."""
 
 from __future__ import annotations
 
-import csv
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
+from conftest import labelled_samples
 from onlymine.cli import main
 
 MODELS = ["torchvision:mobilenet_v2", "efficientnet-lite:lite0"]
-TRANSFORMS = ["none", "jpeg75", "resize0.5"]  # the default adds jpeg90/jpeg50 (tested in test_evaluate.py)
+TRANSFORMS = ["crop", "full", "jpeg75"]  # a part of the threat suite (the rest: test_evaluate.py, test_threats.py)
 
 
 @pytest.fixture(scope="module")
-def three_photos(kit_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """2 foolbox photos (true labels) + 1 aib photo (consensus label) with their labels, in a new folder."""
+def three_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 labelled sample photos named like the kit's (2 ``foolbox_*``, 1 ``aib_*``: the per-subset tables), with
+    their labels.csv, in a new folder."""
     from onlymine.models import spec_available
 
     for spec in MODELS:
         ok, detail = spec_available(spec)
         if not ok:
             pytest.skip(f"{spec} unavailable: {detail}")
-    src = kit_dir / "photos" / "imagenet"
-    with open(src / "labels.csv") as f:
-        rows = [r for r in csv.DictReader(f) if int(r["label"]) >= 0]
-    pick = [r for r in rows if r["file"].startswith("foolbox_")][:2] \
-        + [r for r in rows if r["file"].startswith("aib_")][:1]
-    data = tmp_path_factory.mktemp("photos")
-    for r in pick:
-        shutil.copy(src / r["file"], data / r["file"])
-    with open(data / "labels.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["file", "label"], extrasaction="ignore")
-        w.writeheader()
-        w.writerows(pick)
-    return data
+    return labelled_samples(tmp_path_factory.mktemp("photos"), {
+        "coffee.png": "foolbox_00_967.png", "camera.png": "foolbox_01_872.png", "chelsea.png": "aib_000.png"})
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +59,7 @@ def test_results_cover_the_protocol(experiment: Path):
     for method in ("clean", "fmd-paper", "uniform-noise"):
         for t in TRANSFORMS:
             assert any(r["method"] == method and r["transform"] == t for r in rows), (method, t)
-    fmd = [r for r in rows if r["method"] == "fmd-paper" and r["role"] == "authorized" and r["transform"] == "none"
+    fmd = [r for r in rows if r["method"] == "fmd-paper" and r["role"] == "authorized" and r["transform"] == "crop"
            and r["subset"] == "all"]
     assert len(fmd) == 4  # 2 authorized x (restricted, all)
     for r in fmd:  # the protect path keeps the authorized prediction on the saved file (agreement 100%)
@@ -79,9 +69,9 @@ def test_results_cover_the_protocol(experiment: Path):
     jobs = {(j["method"], j["authorized"]): j for j in res["jobs"]}
     assert jobs[("fmd-paper", MODELS[0])]["protect"]["failed_verification"] == 0
     assert jobs[("fmd-paper", MODELS[0])]["settings"]["config"]["steps"] == 2
-    quality = [r for r in rows if r["method"] == "fmd-paper" and r["transform"] == "none"]
+    quality = [r for r in rows if r["method"] == "fmd-paper" and r["transform"] == "crop"]
     assert all(20 < r["q_psnr"] < 50 and r["q_linf"] <= 16 / 255 + 1e-6 for r in quality)
-    clean_q = [r for r in rows if r["method"] == "clean" and r["transform"] == "none" and r["subset"] == "all"]
+    clean_q = [r for r in rows if r["method"] == "clean" and r["transform"] == "crop" and r["subset"] == "all"]
     assert all(r["q_psnr"] == float("inf") and r["q_ssim"] == pytest.approx(1.0, abs=1e-6) for r in clean_q)
 
 
@@ -89,7 +79,7 @@ def test_markdown_states_machine_date_counts_and_paper(experiment: Path):
     md = (experiment / "doc.md").read_text()
     assert md == (experiment / "report.md").read_text()
     for s in ("**Machine:**", "**Date:**", "**Wall time", "images per subset: all 3, foolbox 2, aib 1",
-              "11.97%", "| mobilenet_v2 |", "jpeg75", "resize0.5", "FMD (paper setting)", "UniformNoise"):
+              "11.97%", "| mobilenet_v2 |", "jpeg75", "full", "FMD (paper setting)", "UniformNoise"):
         assert s in md, s
     html = (experiment / "report.html").read_text()
     assert "figures/grid.png" in html and "<table>" in html
@@ -119,12 +109,12 @@ def test_evaluate_command_on_experiment_files(experiment: Path, three_photos: Pa
     out = tmp_path / "ev"
     rc = main(["evaluate", "--clean", str(three_photos), "--protected",
                str(experiment / "fmd-paper" / "torchvision_mobilenet_v2"), "--authorized", MODELS[0],
-               "--unauthorized", MODELS[1], "--labels", str(three_photos / "labels.csv"), "--transforms", "none",
+               "--unauthorized", MODELS[1], "--labels", str(three_photos / "labels.csv"), "--transforms", "crop",
                "jpeg75", "-o", str(out), "--no-progress"])
     assert rc == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["n_pairs"] == 3
-    auth = [r for r in s["models"] if r["role"] == "authorized" and r["transform"] == "none"]
+    auth = [r for r in s["models"] if r["role"] == "authorized" and r["transform"] == "crop"]
     assert auth[0]["agreement"] == 1.0
     text = capsys.readouterr().out
     assert "LPIPS" in text and "jpeg75" in text
@@ -142,7 +132,7 @@ def test_random_init_smoke_is_labelled_not_pretrained(three_photos: Path, tmp_pa
     out = tmp_path / "rand"
     rc = main(["experiment", "imagenet", "-o", str(out), "--data", str(three_photos), "--limit", "1",
                "--models", "torchvision:resnet18:random", "torchvision:vgg16:random", "--methods", "clean",
-               "fmd-paper", "--steps", "1", "--transforms", "none", "--no-progress"])
+               "fmd-paper", "--steps", "1", "--transforms", "crop", "--no-progress"])
     assert rc == 0
     assert "torchvision:vgg16:random is NOT pretrained" in capsys.readouterr().out
     meta = json.loads((out / "results.json").read_text())["meta"]
@@ -172,7 +162,7 @@ def test_surrogate_method_holds_the_surrogate_out_of_its_row(three_photos: Path,
         pytest.skip("efficientnet-lite1 weights unavailable")
     out = tmp_path / "sur"
     rc = main(["experiment", "imagenet", "-o", str(out), "--data", str(three_photos), "--limit", "1",
-               "--models", *models, "--methods", "clean", "fmd-plus-sur", "--steps", "1", "--transforms", "none",
+               "--models", *models, "--methods", "clean", "fmd-plus-sur", "--steps", "1", "--transforms", "crop",
                "--no-progress"])
     assert rc == 0
     for i, spec in enumerate(models):

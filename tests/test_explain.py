@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import SAMPLES
 from onlymine import io
 
 
 @pytest.fixture(scope="module")
-def photos(kit_dir):
-    d = kit_dir / "photos" / "imagenet"
-    return [io.load_image(d / n).rgb for n in ("foolbox_00_243.jpg", "aib_000.jpg")]
+def photos():
+    return [io.load_image(SAMPLES / n).rgb for n in ("chelsea.png", "coffee.png")]  # a cat, a cup of espresso
 
 
 def test_heatmap_explains_the_models_top1_at_input_size(mobilenet, photos):

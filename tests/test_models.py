@@ -118,8 +118,9 @@ def test_preprocess_list_of_sizes_matches_one_by_one():
         assert torch.allclose(batch[i], to_model_input(x.unsqueeze(0), clf.cfg)[0], atol=1e-6)
 
 
-def test_real_mobilenet_config_and_prediction_matches_torchvision(mobilenet, kit_dir, imagenet_rows):
-    """The wrapper's differentiable preprocessing gives torchvision's own top-1 on real photos."""
+def test_real_mobilenet_config_and_prediction_matches_torchvision(mobilenet, sample_photos):
+    """The wrapper's differentiable preprocessing gives torchvision's own top-1 on real photos (crops of the
+    samples of every size and aspect, PNG and JPEG)."""
     from PIL import Image
     from torchvision.models import MobileNet_V2_Weights
     from torchvision.transforms.functional import pil_to_tensor
@@ -131,9 +132,9 @@ def test_real_mobilenet_config_and_prediction_matches_torchvision(mobilenet, kit
     assert set(MEASURED[("fmd", "torchvision:mobilenet_v2")]["layers"]) <= set(mobilenet.stages())
     ref = MobileNet_V2_Weights.IMAGENET1K_V1.transforms()
     agree = 0
-    rows = imagenet_rows[:6]
+    rows = sample_photos[:8]
     for r in rows:
-        im = Image.open(kit_dir / "photos" / "imagenet" / r["file"]).convert("RGB")
+        im = Image.open(r).convert("RGB")
         x = pil_to_tensor(im).float() / 255
         ours = int(mobilenet.predict(x.unsqueeze(0))[0])
         with torch.no_grad():

@@ -236,7 +236,8 @@ def _uniform_feat_rel(model, paths: list[Path], layer: str) -> list[float]:
     return [r[f"feat_rel[{layer}]"] for r in atk.records]
 
 
-def _check_real_run(mobilenet, paths: list[Path], out: Path) -> list[dict]:
+def _check_real_run(mobilenet, paths: list[Path], out: Path, min_rel: float = 1.0, vs_noise: float = 10.0
+                    ) -> list[dict]:
     settings = ProtectSettings()  # the defaults a user gets
     prot = Protector(settings, device="cpu", model=mobilenet)
     layer = prot.settings.config.layers[0]
@@ -253,11 +254,19 @@ def _check_real_run(mobilenet, paths: list[Path], out: Path) -> list[dict]:
         assert float((saved - orig).abs().max()) <= EPS + 1e-6
         assert r["verified"]["kept"] and r["verified"]["top1"] == clean_top1
         # Feature distortion: the protected features differ from the clean ones by at least the clean
-        # features' own energy (rel >= 1), and by over 10x what random noise of the same budget does.
+        # features' own energy (rel >= 1), and by over 10x what random noise of the same budget does
+        # (the figures on the kit's ImageNet photos; see the sample test for the repository's photos).
         rel = r["record"][f"feat_rel[{layer}]"]
-        assert rel >= 1.0, (r["input"], rel)
-        assert rel >= 10 * noise[r["input"]], (r["input"], rel, noise[r["input"]])
+        assert rel >= min_rel, (r["input"], rel)
+        assert rel >= vs_noise * noise[r["input"]], (r["input"], rel, noise[r["input"]])
     return rows
+
+
+def test_end_to_end_sample_photos_default_settings(mobilenet, sample_photos, tmp_path):
+    """The same end-to-end check on any machine, on two of the repository's photos (astronaut.png as PNG,
+    coffee.png saved as JPEG). The kit's 10x-noise / rel >= 1 figures do not hold on every photo: with the
+    defaults, astronaut.png measured rel 0.94 (15x noise), coffee.png 1.11 (8x noise), so this asserts half that."""
+    _check_real_run(mobilenet, [sample_photos[0], sample_photos[3]], tmp_path / "out", min_rel=0.45, vs_noise=4)
 
 
 def test_end_to_end_real_photos_default_settings(mobilenet, kit_dir, imagenet_rows, tmp_path):

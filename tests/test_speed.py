@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from conftest import SAMPLE_LABELS, labelled_samples
 from onlymine import io
 from onlymine.attacks import FMD
 from onlymine.attacks.fmd import margin
@@ -246,7 +247,7 @@ def test_gpu_throughput_cpu_dry_run() -> None:
     assert all(r["img_steps_per_s"] > 0 and r["device"] == "cpu" for r in rows)
 
 
-def test_naive_reference_stays_in_budget(kit_dir: Path, tmp_path: Path) -> None:
+def test_naive_reference_stays_in_budget(tmp_path: Path) -> None:
     sys.path.insert(0, str(REPO / "benchmarks"))
     import speed
 
@@ -255,7 +256,8 @@ def test_naive_reference_stays_in_budget(kit_dir: Path, tmp_path: Path) -> None:
 
     if not spec_available(speed.SPEC)[0]:
         pytest.skip("MobileNetV2 weights unavailable")
-    (path, _), = speed.pick_photos(1, kit_dir / "photos" / "imagenet")
+    (path, label), = speed.pick_photos(1, labelled_samples(tmp_path / "photos", {"chelsea.png": "chelsea.png"}))
+    assert label == SAMPLE_LABELS["chelsea.png"]
     steps = speed.naive_protect([path], tmp_path, steps=1, eps=EPS, alpha=4 / 255, lam=0.01, layer="features.7")
     assert steps == 1
     out = io.load_image(tmp_path / (path.stem + ".png")).rgb

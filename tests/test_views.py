@@ -8,7 +8,8 @@ from tests.tiny import TINY_LAYER, tiny_classifier
 
 from onlymine.attacks.fmd_plus import FMDPlus
 from onlymine.attacks.keep import RobustKeep
-from onlymine.attacks.views import BankViews, BlockShuffle, ResizePad
+from onlymine.attacks.samplers import BankViews
+from onlymine.attacks.views import BlockShuffle, ResizePad
 
 
 def _images(n: int = 3) -> list[torch.Tensor]:

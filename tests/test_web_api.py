@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from onlymine import io as oio  # noqa: E402
+from onlymine import threats  # noqa: E402
 from onlymine.web import ServerConfig, create_app  # noqa: E402
 from onlymine.web.jobs import Job  # noqa: E402
 
@@ -124,6 +125,9 @@ def test_protect_job_end_to_end(client, photos):
         assert img["status"] == "ok", img
         assert img["authorized"]["kept"] and img["authorized"]["model"] == "torchvision:mobilenet_v2"
         assert [u["model"] for u in img["unauthorized"]] == ["efficientnet-lite:lite0"]
+        for u in img["unauthorized"]:  # judged through the whole threat suite; its crop is the published pipeline
+            assert list(u["threats"]) == list(threats.NAMES)
+            assert all(0 <= k <= 1 for k in u["threats"].values()) and u["threats"]["crop"] == float(u["kept"])
         assert 0 < img["quality"]["linf_255"] <= EPS_255 and img["quality"]["psnr"] > 30
         out = client.get(img["protected_url"])
         assert out.status_code == 200 and out.headers["content-type"] == "image/png"

@@ -8,4 +8,12 @@ from onlymine.models import Classifier, ModelCfg, load_model
 
 __version__ = "0.1.0"
 
-__all__ = ["FMD", "PGD", "FMDPlus", "Attack", "Classifier", "FeatureOnly", "ModelCfg", "UniformNoise", "load_model"]
+
+def protect_dataset(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    """:func:`onlymine.distributed.protect_dataset` (imported on first use: Ray is only needed there)."""
+    from onlymine.distributed import protect_dataset as run
+
+    return run(*args, **kwargs)
+
+__all__ = ["FMD", "PGD", "Attack", "Classifier", "FMDPlus", "FeatureOnly", "ModelCfg", "UniformNoise", "load_model",
+           "protect_dataset"]

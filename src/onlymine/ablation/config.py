@@ -260,8 +260,8 @@ def parse_config(d: dict[str, Any], source: Path | None = None) -> AblationConfi
     if design == "variants" and (not isinstance(variants, dict) or not variants
                                  or not all(isinstance(v, dict) for v in variants.values())):
         raise ConfigError(f"{where}: design 'variants' needs 'variants:' mapping names to settings")
-    if d.get("split", "all") not in ("all", "tune", "test"):
-        raise ConfigError(f"{where}: split must be all, tune or test, got {d.get('split')!r}")
+    if d.get("split", "all") not in ("all", "tune", "test", "fresh"):
+        raise ConfigError(f"{where}: split must be all, tune, test or fresh, got {d.get('split')!r}")
     base_dir = source.parent if source else Path.cwd()
 
     def path(key: str) -> Path | None:

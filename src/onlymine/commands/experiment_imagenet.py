@@ -24,9 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", nargs="+", default=list(x.DEFAULT_METHODS), choices=list(x.METHODS))
     p.add_argument("--subset", choices=list(x.SUBSETS), default="all",
                    help="which photos to use: foolbox_* (true labels), aib_* (consensus labels) or all")
-    p.add_argument("--split", choices=["all", "tune", "test"], default="all",
-                   help="kit photos used for tuning onlymine's defaults (foolbox_* and the first 10 aib_*) or the "
-                        "held-out rest (default: all)")
+    p.add_argument("--split", choices=["all", "tune", "test", "fresh"], default="all",
+                   help="kit photos used for tuning (foolbox_* and the first 10 aib_*), the rest (test), or the "
+                        "test photos no decision looked at (fresh: all but the first 16; default: all)")
     p.add_argument("--limit", type=int, help="use at most N photos (taken in turn from foolbox and aib)")
     p.add_argument("--seed", type=int, help="random-start / transform seed of every method (default 0)")
     p.add_argument("--eps", type=parse_budget, help="L-inf budget for every method (default: each method's own)")

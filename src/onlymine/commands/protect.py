@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--faces", action="store_true",
                      help="protect each detected face (MTCNN) inside the photo (onlymine.faces)")
     run.add_argument("--kit", help="offline kit folder for kit: model specs (default: $ONLYMINE_KIT)")
+    run.add_argument("--ray", metavar="local|auto|ADDRESS",
+                     help="protect on a Ray cluster: local starts one here, auto joins `ray start`'s, or its address")
+    run.add_argument("--workers", type=int, default=1, help="Ray actors, each with its own model (and GPU if any)")
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--max-pixels", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run_protect)
@@ -45,6 +48,10 @@ def run_protect(a: argparse.Namespace) -> int:
             raise ConfigError(f"--batch-size must be at least 1, got {a.batch_size}")
         if a.max_pixels is not None and a.max_pixels < 1:
             raise ConfigError(f"--max-pixels must be at least 1, got {a.max_pixels}")
+        if a.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {a.workers}")
+        if a.ray and a.faces:
+            raise ConfigError("--ray protects whole images; --faces runs locally")
         pick_device(a.device)
     except (ValueError, TypeError) as e:
         print(f"onlymine: {_line(e)}", file=sys.stderr)
@@ -69,9 +76,16 @@ def run_protect(a: argparse.Namespace) -> int:
         return prot
 
     try:
-        summary = protect_paths(a.inputs, a.out, settings, batch_size=a.batch_size, resume=a.resume,
-                                max_pixels=a.max_pixels, progress=not a.no_progress, on_outcome=report,
-                                protector=make, on_note=lambda n: print(_line(n), file=sys.stderr))
+        if a.ray:
+            from onlymine.distributed import protect_ray
+
+            summary = protect_ray(a.inputs, a.out, settings, address=a.ray, workers=a.workers,
+                                  batch_size=a.batch_size, device=a.device, resume=a.resume, max_pixels=a.max_pixels,
+                                  on_outcome=report, on_note=lambda n: print(_line(n), file=sys.stderr))
+        else:
+            summary = protect_paths(a.inputs, a.out, settings, batch_size=a.batch_size, resume=a.resume,
+                                    max_pixels=a.max_pixels, progress=not a.no_progress, on_outcome=report,
+                                    protector=make, on_note=lambda n: print(_line(n), file=sys.stderr))
     except (ModelError, LayerError, ValueError) as e:
         print(f"onlymine: {_line(e)}", file=sys.stderr)
         return 2

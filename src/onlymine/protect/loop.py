@@ -69,14 +69,16 @@ class Protector:
 
     def protect_batch(self, images: Sequence[io.LoadedImage], outputs: Sequence[Path],
                       may_overwrite: Sequence[bool] | None = None, stop: Callable[[], bool] | None = None,
-                      failed_outputs: Sequence[Path | None] | None = None) -> list[Outcome]:
+                      failed_outputs: Sequence[Path | None] | None = None,
+                      claim: Callable[[Path, str], None] | None = None) -> list[Outcome]:
         """Attack, save atomically, re-read and verify; re-optimise photos whose saved file loses the authorized
         prediction, and report those that still do as failed.
 
         ``may_overwrite[i]``: whether ``outputs[i]`` may replace a file that is there (one this run's manifest says
         onlymine wrote from the same input). A failed file is renamed to ``failed_outputs[i]`` (default
         ``NAME.failed.png`` beside it; ``None``: removed), so no file under the normal name is one that failed.
-        ``stop`` is asked between attack steps (raises ``Cancelled``)."""
+        ``stop`` is asked between attack steps (raises ``Cancelled``); ``claim(output, sha256)`` is called before a
+        file is first published (:class:`~onlymine.protect.manifest.Claims`)."""
         s, t0 = self.settings, time.perf_counter()
         b = self.target.prepare(list(images))
         n_items = len(b.inputs)
@@ -100,6 +102,8 @@ class Protector:
             def save(i: int) -> tuple[torch.Tensor, Any]:
                 im = images[i]
                 overwrite = written[i] or bool(may_overwrite and may_overwrite[i])
+                if claim is not None and not written[i]:
+                    claim(outputs[i], im.sha256)
                 io.save_image(outputs[i], self.target.compose(b, i, adv), im.alpha, fmt=s.output.fmt,
                               quality=s.output.quality, icc_profile=im.icc_profile, overwrite=overwrite)
                 written[i] = True
@@ -119,11 +123,12 @@ class Protector:
                 attempts[i] += 1
         seconds = (time.perf_counter() - t0) / max(1, len(images))
         failed = list(failed_outputs) if failed_outputs is not None else [failed_name(o) for o in outputs]
-        return [self._outcome(b, i, outputs[i], failed[i], verified.get(i), records, attempts[i], seconds)
+        return [self._outcome(b, i, outputs[i], failed[i], verified.get(i), records, attempts[i], seconds, claim)
                 for i in range(len(images))]
 
     def _outcome(self, b: Batch, i: int, out: Path, failed: Path | None, v: dict[str, Any] | None,
-                 records: list[dict[str, Any]], attempts: int, seconds: float) -> Outcome:
+                 records: list[dict[str, Any]], attempts: int, seconds: float,
+                 claim: Callable[[Path, str], None] | None = None) -> Outcome:
         s, im = self.settings, b.images[i]
         if v is None:
             msg = f"{im.path}: {b.skip[i]}"
@@ -137,6 +142,8 @@ class Protector:
             if failed is None:
                 out.unlink(missing_ok=True)
             else:
+                if claim is not None:
+                    claim(failed, im.sha256)
                 os.replace(out, failed)
         mine = [records[k] for k in range(len(b.inputs)) if b.photo_of[k] == i]
         row = make_row(im, kept_as, s, ok, attempts, seconds, self.target.record(mine), v,

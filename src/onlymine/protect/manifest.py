@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,16 +81,41 @@ def config_json(s: ProtectSettings, weights: str, pretrained: bool, input_size: 
                        "pretrained": pretrained, "input_size": input_size}, indent=2) + "\n"
 
 
+class Claims:
+    """What onlymine records in ``OUT/.onlymine/claims`` just before it publishes an output: the output and the
+    sha256 of its input. A run killed between publishing a file and appending its manifest row (a full disk, kill
+    -9, a Ray worker lost mid-batch) thus still knows the file is its own, and may replace it when it redoes it."""
+
+    def __init__(self, out: Path) -> None:
+        self.dir = out / ".onlymine" / "claims"
+
+    def _path(self, output: Path) -> Path:
+        return self.dir / (hashlib.sha256(source(output).encode()).hexdigest()[:24] + ".json")
+
+    def record(self, output: Path, sha256: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        io.write_text_atomic(self._path(output), json.dumps({"output": source(output), "sha256": sha256}) + "\n")
+
+    def says(self, output: Path, sha256: str) -> bool:
+        try:
+            d = json.loads(self._path(output).read_text())
+        except (OSError, ValueError):
+            return False
+        return d.get("output") == source(output) and d.get("sha256") == sha256
+
+
 @dataclass
 class Ledger:
-    """What the manifest of an output folder says onlymine wrote: the latest row per (source, sha256)."""
+    """What the manifest of an output folder says onlymine wrote: the latest row per (source, sha256), and the
+    claims it recorded before publishing files."""
 
     latest: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)  # resolved output path -> sha256 of its input
+    claims: Claims | None = None
 
     @classmethod
-    def read(cls, manifest: Path) -> Ledger:
-        led = cls()
+    def read(cls, manifest: Path, claims: Claims | None = None) -> Ledger:
+        led = cls(claims=claims)
         for r in io.read_jsonl(manifest):
             if "sha256" not in r or "input" not in r:
                 continue
@@ -109,4 +135,5 @@ class Ledger:
 
     def wrote(self, output: Path, sha256: str) -> bool:
         """Whether onlymine wrote ``output`` from an input with this content (so a rerun may replace it)."""
-        return self.outputs.get(source(output)) == sha256
+        return self.outputs.get(source(output)) == sha256 or (self.claims is not None and
+                                                               self.claims.says(output, sha256))

@@ -24,6 +24,7 @@ from onlymine.protect.loop import Protector, failed_name
 from onlymine.protect.manifest import (
     CONFIG,
     MANIFEST,
+    Claims,
     Ledger,
     Outcome,
     Summary,
@@ -59,6 +60,97 @@ def check_output_folder(out: Path, inputs: Sequence[str | Path], files: Sequence
     return ""
 
 
+class Run:
+    """One run into one output folder: the plan (inputs, their targets), the ledger of what onlymine wrote there
+    (the manifest, and the claims it records before it publishes a file) and the manifest it appends to.
+
+    The local loop (:func:`protect_paths`) and the Ray workers (:mod:`onlymine.distributed`) both decide with
+    :meth:`admit` and protect with :meth:`protect`; only the process that emits appends to the manifest."""
+
+    def __init__(self, inputs: Sequence[str | Path], out_dir: str | Path, settings: ProtectSettings,
+                 on_note: Callable[[str], None] | None = None, check: bool = True) -> None:
+        self.out = Path(out_dir)
+        self.files, self.errors = io.find_images(inputs, exclude=self.out) if check else ([], [])
+        self.targets = output_paths(self.files, _roots(inputs), self.out, settings.output.fmt) if check else {}
+        if check:
+            note = check_output_folder(self.out, inputs, self.files, self.targets)
+            if note:
+                (on_note or log.warning)(note)
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"-o {self.out}: cannot create the output folder ({e.strerror or e})") from e
+        self.manifest = self.out / MANIFEST
+        self.claims = Claims(self.out)
+        self.ledger = Ledger.read(self.manifest, self.claims)
+        self.summary = Summary()
+
+    def begin(self, prot: Protector) -> None:
+        """Write ``config.json`` (the resolved settings) once the protector exists."""
+        s, cfg = prot.settings, prot.model.cfg
+        try:
+            io.write_text_atomic(self.out / CONFIG, config_json(s, cfg.weights, cfg.pretrained, cfg.input_size))
+        except OSError as e:
+            raise ConfigError(f"-o {self.out}: cannot write {self.out / CONFIG} ({e.strerror or e})") from e
+
+    def admit(self, im: io.LoadedImage, target: Path, key: str, resume: bool,
+              retry_failed: bool = True) -> Outcome | tuple[io.LoadedImage, Path, bool, Path | None]:
+        """What to do with ``im``: an outcome (already done, or its target belongs to someone else), or the item
+        to protect: (image, target, whether the target may be replaced, where a failed file goes)."""
+        prev = self.ledger.done(im, key, retry_failed) if resume else None
+        if prev is not None:
+            return Outcome(im.path, "skipped", "already done (same settings, verified)", prev)
+        mine = self.ledger.wrote(target, im.sha256)
+        if target.exists() and not (resume and mine):
+            why = ("use --resume to redo it, or another -o" if mine else
+                   "onlymine did not write it (no manifest row from this input); use another -o or move it")
+            return Outcome(im.path, "error", f"{im.path}: output {target} already exists; {why}", {}, "not written")
+        failed = failed_name(target)  # where a file that fails verification goes (never a file of the user's)
+        failed_ok = not failed.exists() or self.ledger.wrote(failed, im.sha256)
+        return im, target, mine, failed if failed_ok else None
+
+    def protect(self, prot: Protector, batch: Sequence[tuple[io.LoadedImage, Path, bool, Path | None]],
+                stop: Callable[[], bool] | None = None) -> list[Outcome]:
+        """Protect ``batch`` (items from :meth:`admit`) through the one loop; an OS error on output is one line
+        per file (and a full disk stops the run)."""
+        images, outs, overwrite, failed = ([b[k] for b in batch] for k in range(4))
+        try:
+            outcomes = prot.protect_batch(images, outs, overwrite, stop=stop, failed_outputs=failed,
+                                          claim=self.claims.record)
+        except OSError as e:
+            self.disk_error(e, Path(e.filename or outs[0]))
+            why, s = e.strerror or str(e), prot.settings
+            return [Outcome(im.path, "error", f"{im.path}: cannot write {t} ({why})",
+                            error_row(im.path, f"cannot write {t} ({why})", s, im.sha256), "not written")
+                    for im, t in zip(images, outs, strict=True)]
+        for (im, _, _, stale), o in zip(batch, outcomes, strict=True):
+            if o.status == "ok" and stale is not None and stale.exists() and self.ledger.wrote(stale, im.sha256):
+                stale.unlink()  # an earlier failed attempt of this input, now superseded
+        return outcomes
+
+    def emit(self, o: Outcome, on_outcome: Callable[[Outcome], None] | None = None) -> None:
+        self.summary.outcomes.append(o)
+        if o.row and o.status != "skipped" and not self.summary.stopped:
+            try:
+                io.append_jsonl(self.manifest, o.row)
+            except OSError as e:
+                self.disk_error(e, self.manifest)
+        if on_outcome:
+            on_outcome(o)
+
+    def disk_error(self, e: OSError, where: Path) -> None:
+        if e.errno == errno.ENOSPC and not self.summary.stopped:
+            self.summary.stopped = (f"{where}: no space left on device; {self.summary.count('ok')} protected before "
+                                    "it; free space and rerun with --resume to continue")
+
+
+def make_protector(protector: Protector | Callable[[], Protector] | None, settings: ProtectSettings,
+                   device: str) -> Protector:
+    if protector is None:
+        return Protector(settings, device=device)
+    return protector if isinstance(protector, Protector) else protector()
+
+
 def protect_paths(inputs: Sequence[str | Path], out_dir: str | Path, settings: ProtectSettings,
                   device: str = "auto", batch_size: int = 8, resume: bool = False, max_pixels: int | None = None,
                   progress: bool = True, on_outcome: Callable[[Outcome], None] | None = None,
@@ -78,100 +170,43 @@ def protect_paths(inputs: Sequence[str | Path], out_dir: str | Path, settings: P
     """
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
-    out = Path(out_dir)
-    files, errors = io.find_images(inputs, exclude=out)
-    targets = output_paths(files, _roots(inputs), out, settings.output.fmt)
-    note = check_output_folder(out, inputs, files, targets)
-    if note:
-        (on_note or log.warning)(note)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"-o {out}: cannot create the output folder ({e.strerror or e})") from e
-    if protector is None:
-        prot = Protector(settings, device=device)
-    else:  # a factory is called only once the settings and the output folder have been checked
-        prot = protector if isinstance(protector, Protector) else protector()
-    s = prot.settings
-    manifest = out / MANIFEST
-    try:
-        io.write_text_atomic(out / CONFIG, config_json(s, prot.model.cfg.weights, prot.model.cfg.pretrained,
-                                                       prot.model.cfg.input_size))
-    except OSError as e:
-        raise ConfigError(f"-o {out}: cannot write {out / CONFIG} ({e.strerror or e})") from e
-    ledger = Ledger.read(manifest)
-    summary = Summary()
-
-    def emit(o: Outcome) -> None:
-        summary.outcomes.append(o)
-        if o.row and not summary.stopped:
-            try:
-                io.append_jsonl(manifest, o.row)
-            except OSError as e:
-                disk_error(e, manifest)
-        if on_outcome:
-            on_outcome(o)
-
-    def disk_error(e: OSError, where: Path) -> None:
-        if e.errno == errno.ENOSPC and not summary.stopped:
-            summary.stopped = (f"{where}: no space left on device; {summary.count('ok')} protected before it; "
-                               "free space and rerun with --resume to continue")
-
-    for e in errors:
-        emit(Outcome(Path(e.path), "error", str(e), error_row(Path(e.path), str(e), s), "unreadable"))
+    run = Run(inputs, out_dir, settings, on_note)
+    prot = make_protector(protector, settings, device)  # after the checks: a bad output folder loads no model
+    run.begin(prot)
+    s, summary = prot.settings, run.summary
+    for e in run.errors:
+        run.emit(Outcome(Path(e.path), "error", str(e), error_row(Path(e.path), str(e), s), "unreadable"), on_outcome)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(files), unit="img", desc="protect", disable=not progress)
+    bar = tqdm(total=len(run.files), unit="img", desc="protect", disable=not progress)
     batch: list[tuple[io.LoadedImage, Path, bool, Path | None]] = []
 
     def flush() -> None:
-        if not batch:
-            return
-        images, outs, overwrite, failed = ([b[k] for b in batch] for k in range(4))
-        try:
-            outcomes = prot.protect_batch(images, outs, overwrite, stop=stop, failed_outputs=failed)
-        except OSError as e:
-            disk_error(e, Path(e.filename or outs[0]))
-            why = e.strerror or str(e)
-            outcomes = [Outcome(im.path, "error", f"{im.path}: cannot write {t} ({why})",
-                                error_row(im.path, f"cannot write {t} ({why})", s, im.sha256), "not written")
-                        for im, t in zip(images, outs, strict=True)]
-        for (im, _, _, stale), o in zip(batch, outcomes, strict=True):
-            if o.status == "ok" and stale is not None and stale.exists() and ledger.wrote(stale, im.sha256):
-                stale.unlink()  # an earlier failed attempt of this input, now superseded
-            emit(o)
-        bar.update(len(batch))
-        batch.clear()
+        if batch:
+            for o in run.protect(prot, batch, stop):
+                run.emit(o, on_outcome)
+            bar.update(len(batch))
+            batch.clear()
 
     def load(path: Path) -> io.LoadedImage:
         return io.load_image(path, **({"max_pixels": max_pixels} if max_pixels else {}))
 
     try:
-        for path, im in decode_ahead(files, load, ahead=prefetch * batch_size):
+        for path, im in decode_ahead(run.files, load, ahead=prefetch * batch_size):
             if summary.stopped:
                 break
             if isinstance(im, io.ImageError):
-                emit(Outcome(path, "error", str(im), error_row(path, str(im), s), "unreadable"))
+                run.emit(Outcome(path, "error", str(im), error_row(path, str(im), s), "unreadable"), on_outcome)
                 bar.update(1)
                 continue
-            prev = ledger.done(im, s.key(), retry_failed) if resume else None
-            target = targets[path]
-            if prev is not None:
-                summary.outcomes.append(Outcome(path, "skipped", "already done (same settings, verified)", prev))
-                bar.update(1)
-                continue
-            mine = ledger.wrote(target, im.sha256)
-            if target.exists() and not (resume and mine):
-                why = ("use --resume to redo it, or another -o" if mine else
-                       "onlymine did not write it (no manifest row from this input); use another -o or move it")
-                emit(Outcome(path, "error", f"{path}: output {target} already exists; {why}", {}, "not written"))
+            item = run.admit(im, run.targets[path], s.key(), resume, retry_failed)
+            if isinstance(item, Outcome):
+                run.emit(item, on_outcome)
                 bar.update(1)
                 continue
             if batch_pixels and batch and sum(b[0].rgb[0].numel() for b in batch) + im.rgb[0].numel() > batch_pixels:
                 flush()
-            failed = failed_name(target)  # where a file that fails verification goes (never a file of the user's)
-            failed_ok = not failed.exists() or ledger.wrote(failed, im.sha256)
-            batch.append((im, target, mine, failed if failed_ok else None))
+            batch.append(item)
             if len(batch) >= batch_size:
                 flush()
         if not summary.stopped:

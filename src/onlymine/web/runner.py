@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from onlymine import io
+from onlymine import evaluate, io
 from onlymine.judges import ClassifierJudge
 from onlymine.models import Classifier, load_model
 from onlymine.protect import Protector
@@ -107,7 +107,7 @@ class JobRunner:
             "status": outcome.status,
             "message": outcome.message,
             "authorized": authorized,
-            "unauthorized": [_judge_row(j, clean, protected) for j in judges],
+            "unauthorized": _judge_rows(judges, path, target, clean, protected),
             "quality": {"psnr": _finite(metrics.psnr(clean, protected)),
                         "ssim": round(metrics.ssim(clean, protected), 5),
                         "linf_255": round(metrics.linf(clean, protected) * 255, 2)},
@@ -117,13 +117,25 @@ class JobRunner:
         }
 
 
-def _judge_row(judge: ClassifierJudge, clean: torch.Tensor, protected: torch.Tensor) -> dict[str, Any]:
-    """An unauthorized model's prediction on the original and on the saved protected file (published pipeline)."""
-    cls, conf = judge.top1([clean, protected])
-    names = judge.model.cfg.class_names
-    before = _prediction(int(cls[0]), float(conf[0]), names)
-    after = _prediction(int(cls[1]), float(conf[1]), names)
-    return {"model": judge.name, "before": before, "after": after, "kept": judge.kept(cls[0], cls[1])}
+def _judge_rows(judges: list[ClassifierJudge], clean_path: Path, saved: Path, clean: torch.Tensor,
+                protected: torch.Tensor) -> list[dict[str, Any]]:
+    """Each unauthorized model's prediction on the original and on the saved file (published pipeline), and its
+    agreement with itself through every pipeline of the threat suite (the evaluation's own code, on the files)."""
+    if not judges:
+        return []
+    ev = evaluate.evaluate_pairs([evaluate.Pair(clean_path.name, clean_path, saved)], judges, quality=False,
+                                 progress=False)
+    suite: dict[str, dict[str, float]] = {j.name: {} for j in judges}
+    for p in ev.predictions:
+        suite[p["judge"]][p["transform"]] = p["kept"]
+    rows = []
+    for j in judges:
+        cls, conf = j.top1([clean, protected])
+        names = j.model.cfg.class_names
+        rows.append({"model": j.name, "before": _prediction(int(cls[0]), float(conf[0]), names),
+                     "after": _prediction(int(cls[1]), float(conf[1]), names), "kept": j.kept(cls[0], cls[1]),
+                     "threats": suite[j.name]})
+    return rows
 
 
 def _prediction(idx: int, conf: float | None, names: tuple[str, ...] | None) -> dict[str, Any]:

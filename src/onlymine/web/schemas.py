@@ -16,6 +16,9 @@ class ModelVerdict(BaseModel):
     before: Prediction = Field(description="prediction on the original")
     after: Prediction = Field(description="prediction on the saved protected file")
     kept: bool = Field(description="whether the top-1 prediction is unchanged")
+    threats: dict[str, float] | None = Field(
+        None, description="unauthorized models: agreement with the model's own clean prediction through each "
+                          "pipeline of the threat suite (onlymine.threats; fivecrop: the share of the five crops)")
 
 
 class Quality(BaseModel):

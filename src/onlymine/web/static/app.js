@@ -148,6 +148,14 @@ function renderImage(img) {
     cell(row, predText(v.after));
     const good = role === "authorized" ? v.kept : !v.kept;
     cell(row, v.kept ? "yes" : "no", good ? "yes" : "no");
+    if (role === "authorized" || !v.threats) {
+      cell(row, "");
+      continue;
+    }
+    const reads = Object.entries(v.threats).filter(([, k]) => k > 0)
+      .map(([t, k]) => (k < 1 ? `${t} (${Math.round(k * 5)}/5)` : t));
+    cell(row, reads.length ? reads.join(", ") : `none of ${Object.keys(v.threats).length}`,
+      reads.length ? "no" : "yes");
   }
   const q = img.quality;
   $(".quality", node).textContent = `PSNR ${q.psnr == null ? "∞" : q.psnr.toFixed(2)} dB · ` +

@@ -110,3 +110,12 @@ def test_a_worker_killed_mid_run_loses_no_file_and_no_row_is_duplicated(cluster,
     assert sorted(found) == [f"p{i}.png" for i in range(8)]
     for r in found.values():
         assert Path(r["output"]).is_file() and r["verified"]["linf"] <= s.config.eps + 1e-6
+
+
+def test_a_bad_layer_is_one_error_before_any_actor_starts(tmp_path):
+    from onlymine.models.taps import LayerError
+
+    was = ray.is_initialized()
+    with pytest.raises(LayerError, match="bogus"):
+        protect_ray([SAMPLES], tmp_path / "out", ProtectSettings.build(layers=["bogus"], steps=2), workers=2)
+    assert ray.is_initialized() == was, "no cluster was started for a run that cannot go"

@@ -4,6 +4,7 @@ Implements feature map distortion (FMD) from Chai et al., "Only My Model On My D
 """
 
 from onlymine.attacks import FMD, PGD, Attack, FeatureOnly, FMDPlus, UniformNoise
+from onlymine.attacks.fmd_plus import FMDPlusConfig
 from onlymine.models import Classifier, ModelCfg, load_model
 
 __version__ = "0.1.0"
@@ -15,5 +16,5 @@ def protect_dataset(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201
 
     return run(*args, **kwargs)
 
-__all__ = ["FMD", "PGD", "Attack", "Classifier", "FMDPlus", "FeatureOnly", "ModelCfg", "UniformNoise", "load_model",
-           "protect_dataset"]
+__all__ = ["FMD", "PGD", "Attack", "Classifier", "FMDPlus", "FMDPlusConfig", "FeatureOnly", "ModelCfg", "UniformNoise",
+           "load_model", "protect_dataset"]

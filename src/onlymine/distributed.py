@@ -24,6 +24,7 @@ from typing import Any
 
 from onlymine import io
 from onlymine.attacks.config import ConfigError
+from onlymine.protect.build import build_attack
 from onlymine.protect.manifest import Outcome, Summary, error_row
 from onlymine.protect.paths import Run, make_protector
 from onlymine.settings import ProtectSettings
@@ -114,6 +115,7 @@ def protect_ray(inputs: Sequence[str | Path], out_dir: str | Path, settings: Pro
         raise ConfigError(f"--batch-size and --workers must be at least 1, got {batch_size} and {workers}")
     run = Run(inputs, out_dir, settings, on_note)
     prot = make_protector(None, settings, device)  # resolves the settings for config.json, as a local run does
+    build_attack(prot.fast_model, prot.settings, prot.surrogates)  # a bad layer is one line here, not per actor
     run.begin(prot)
     s = prot.settings
     for e in run.errors:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -10,6 +9,7 @@ from typing import Any, ClassVar
 import torch
 
 from onlymine.attacks.config import AttackConfig
+from onlymine.metrics import psnr
 from onlymine.models.classifier import Classifier
 
 Images = torch.Tensor | Sequence[torch.Tensor]
@@ -67,10 +67,6 @@ def improve_best(best: list[torch.Tensor], best_score: torch.Tensor, best_margin
         best_score[i] = score[k]
         best_margin[i] = margin[k]
 
-
-def psnr(x: torch.Tensor, x0: torch.Tensor) -> float:
-    mse = float(torch.mean((x.float() - x0.float()) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 class Cancelled(Exception):

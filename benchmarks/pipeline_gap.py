@@ -80,11 +80,13 @@ def markdown(rows: list[dict], meta: dict) -> str:
                      f"| {r['fp32_max']:.2e} / {r['fp32_mean']:.2e} | {r['fp32_top1_diff']} of {r['photos']} "
                      f"| {r['fast_max']:.3f} / {r['fast_mean']:.4f} | {r['fast_top1_diff']} of {r['photos']} "
                      f"| {r['min_clean_margin']:.3f} |")
-    lines += ["", "What follows from it (src/onlymine/settings.py `KEEP_MARGIN`): the best-iterate rule of FMD and "
-              "FMD+ only accepts an iterate whose authorized logit margin, as the attack computes it, is at "
+    lines += ["", "What follows from it (src/onlymine/attacks/defaults.py `KEEP_MARGIN`): the best-iterate rule of "
+              "FMD and FMD+ only accepts an iterate whose authorized logit margin, as the attack computes it, is at "
               "least the largest gap above with headroom (1.0 logit for bf16/fp16, 0.1 for fp32); the clean "
               "label the attack defends and the verification of every saved file use the published pipeline "
-              "itself, and a file it does not keep is re-optimised, then reported as failed.", ""]
+              "itself, and a file it does not keep is re-optimised, then reported as failed.", "",
+              "Whether that holds on saved files, checked by an outsider's script (PIL and torchvision only) for "
+              "every built-in ImageNet model authorized in turn: [authorized-keep.md](authorized-keep.md).", ""]
     return "\n".join(lines)
 
 

@@ -119,3 +119,25 @@ def test_a_bad_layer_is_one_error_before_any_actor_starts(tmp_path):
     with pytest.raises(LayerError, match="bogus"):
         protect_ray([SAMPLES], tmp_path / "out", ProtectSettings.build(layers=["bogus"], steps=2), workers=2)
     assert ray.is_initialized() == was, "no cluster was started for a run that cannot go"
+
+
+def test_one_gpu_per_actor_where_the_cluster_has_gpus(monkeypatch):
+    """The CUDA placement decided without a GPU: what protect_dataset asks Ray for on a cluster with GPUs."""
+    from onlymine import distributed
+
+    seen = {}
+
+    class Dataset:
+        def map_batches(self, fn, **kw):
+            seen.update(kw)
+            return self
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 2.0})
+    distributed.protect_dataset(Dataset(), ProtectSettings.build(steps=2), "out", workers=2)
+    assert seen["num_gpus"] == 1.0 and seen["num_cpus"] == 1.0 and seen["concurrency"] == 2
+    assert seen["fn_constructor_kwargs"]["device"] == "cuda"
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0})
+    distributed.protect_dataset(Dataset(), ProtectSettings.build(steps=2), "out", workers=2, device="cpu")
+    assert seen["num_gpus"] == 0.0 and seen["num_cpus"] == 8.0  # each actor an equal share of the CPUs
+    assert seen["fn_constructor_kwargs"]["device"] == "cpu"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from tests.tiny import TINY_LAYER, tiny_classifier
 
@@ -229,3 +231,22 @@ def test_surrogate_settings_resume_keys_and_errors(monkeypatch) -> None:  # noqa
     sur, names = prot.surrogates[0]
     assert names == sur.spread_layers() and prot.attack.surrogates[0][1] == names
     assert prot.attack.config()["surrogates"] == {sur.name: names}
+
+
+def test_luminance_masking_gives_dark_flat_regions_more_budget_and_reaches_every_surface(capsys) -> None:
+    """The luminance option (one field in fmd_plus.py) reaches the flag, the YAML config and the resume key."""
+    from onlymine import cli
+    from onlymine.settings import ProtectSettings
+
+    x = torch.full((3, 32, 32), 0.5)
+    x[:, :, :16] = 0.02  # dark, flat left half; mid-grey, flat right half
+    plain, lum = texture_budget(x, 16 / 255), texture_budget(x, 16 / 255, luminance=True)
+    flat = torch.cat([plain[..., :12], plain[..., 20:]], -1)  # away from the one edge: the floor, eps/2
+    assert torch.allclose(flat, torch.full_like(flat, 8 / 255), atol=1e-3)
+    assert lum[..., :12].min() > 14 / 255 and torch.allclose(lum[..., 20:], plain[..., 20:], atol=1e-3)
+    s = ProtectSettings.build(texture=True, luminance=True)
+    assert s.config.luminance and s.key() != ProtectSettings.build(texture=True).key()
+    assert ProtectSettings.from_dict(s.to_dict()).config.luminance
+    with contextlib.suppress(SystemExit):
+        cli.main(["protect", "--help-all"])
+    assert "--luminance" in capsys.readouterr().out

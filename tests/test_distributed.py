@@ -135,7 +135,7 @@ def test_one_gpu_per_actor_where_the_cluster_has_gpus(monkeypatch):
     monkeypatch.setattr(ray, "is_initialized", lambda: True)
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 2.0})
     distributed.protect_dataset(Dataset(), ProtectSettings.build(steps=2), "out", workers=2)
-    assert seen["num_gpus"] == 1.0 and seen["num_cpus"] == 1.0 and seen["concurrency"] == 2
+    assert seen["num_gpus"] == 1.0 and seen["num_cpus"] == 1.0 and seen["compute"].max_size == 2
     assert seen["fn_constructor_kwargs"]["device"] == "cuda"
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0})
     distributed.protect_dataset(Dataset(), ProtectSettings.build(steps=2), "out", workers=2, device="cpu")

@@ -79,6 +79,7 @@ def protect_dataset(ds: Any, settings: ProtectSettings, out_dir: str | Path, wor
     GPUs, unless ``gpus_per_worker`` says otherwise; on CPUs each actor takes an equal share of the cluster's CPUs
     unless ``cpus_per_worker`` says otherwise). Lazy, like every Ray dataset: iterate it to run it."""
     import ray
+    import ray.data
 
     res = ray.cluster_resources() if ray.is_initialized() else {}
     if gpus_per_worker is None:
@@ -86,7 +87,8 @@ def protect_dataset(ds: Any, settings: ProtectSettings, out_dir: str | Path, wor
     if cpus_per_worker is None:
         cpus_per_worker = 1.0 if gpus_per_worker else max(1.0, float(int(res.get("CPU", 1) // workers)))
     return ds.map_batches(
-        ProtectWorker, batch_size=batch_size, concurrency=workers, num_gpus=gpus_per_worker, num_cpus=cpus_per_worker,
+        ProtectWorker, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
+        num_gpus=gpus_per_worker, num_cpus=cpus_per_worker,
         fn_constructor_kwargs={"settings": settings.to_dict(), "out_dir": str(out_dir),
                                "device": "cuda" if gpus_per_worker else device, "max_pixels": max_pixels,
                                "retry_failed": retry_failed},

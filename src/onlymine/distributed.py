@@ -6,7 +6,8 @@ never over a file onlymine did not write, each claimed in ``OUT/.onlymine/claims
 driver plans the run (what is already done, what belongs to someone else), appends every returned row to the one
 ``manifest.jsonl``, and resumes like a local run. An actor that dies mid-batch is restarted and its batch retried:
 files it had published are its own (their claims say so), so the retry replaces them, and the row of each file
-reaches the manifest once.
+reaches the manifest once. On a cluster of several machines the inputs and the output folder must be paths every
+node sees (a shared filesystem).
 
     import ray, onlymine
     rows = onlymine.protect_dataset(ray.data.from_items([{"input": "a.jpg", "output": "out/a.png"}]), settings,

@@ -12,8 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score protected files: accuracy, agreement, quality, robustness",
                        description="Compare protected files with their originals: every model's top-1 accuracy "
                                    "(with --labels) and agreement with its own clean prediction, per-image "
-                                   "PSNR/SSIM/L-inf/L2/LPIPS, and the same after JPEG 90/75/50 and a 0.5x "
-                                   "resize of the saved 8-bit files.")
+                                   "PSNR/SSIM/HaarPSI/L-inf/L2/LPIPS and the ring ratio, with every model "
+                                   "reading the saved 8-bit files through the threat suite (onlymine.threats: "
+                                   "its own crop, the whole frame, five crops, JPEG 75/50, half size, an upload).")
     p.add_argument("--clean", required=True, help="folder of original images")
     p.add_argument("--protected", required=True, help="folder of protected files (matched by name, any suffix)")
     p.add_argument("--authorized", required=True, help="authorized model spec")

@@ -13,22 +13,15 @@ from onlymine.attacks import FMDConfig, FMDPlusConfig
 from onlymine.commands.protect import settings_from_args
 from onlymine.settings import ProtectSettings
 from test_protect import sha, tree_hashes, write_photo
-from tiny import TINY_LAYER, tiny_classifier
-
-FAST = ["--model", "torchvision:tiny", "--layer", TINY_LAYER, "--steps", "2", "--lam", "0.01", "--no-progress"]
+from tiny import FAST, TINY_LAYER, run_cli, tiny_everywhere
 
 
 @pytest.fixture(autouse=True)
 def tiny_model(monkeypatch):
-    """Every model spec loads the tiny classifier (the CLI path is what is tested here)."""
-    monkeypatch.setattr("onlymine.protect.loop.load_model",
-                        lambda spec, device="cpu", **kw: tiny_classifier().to(device))
+    tiny_everywhere(monkeypatch)
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = cli.main(list(argv))
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
+run = run_cli
 
 
 def parse(*argv: str):

@@ -17,21 +17,15 @@ from PIL import Image
 
 from onlymine import cli, io
 from test_protect import sha, write_photo
-from tiny import TINY_LAYER, tiny_classifier
-
-FAST = ["--model", "torchvision:tiny", "--layer", TINY_LAYER, "--steps", "2", "--lam", "0.01", "--no-progress"]
+from tiny import FAST, run_cli, tiny_everywhere
 
 
 @pytest.fixture(autouse=True)
 def tiny_model(monkeypatch):
-    monkeypatch.setattr("onlymine.protect.loop.load_model",
-                        lambda spec, device="cpu", **kw: tiny_classifier().to(device))
+    tiny_everywhere(monkeypatch)
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = cli.main(list(argv))
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
+run = run_cli
 
 
 def one_line(err: str) -> str:

@@ -141,3 +141,57 @@ def test_one_gpu_per_actor_where_the_cluster_has_gpus(monkeypatch):
     distributed.protect_dataset(Dataset(), ProtectSettings.build(steps=2), "out", workers=2, device="cpu")
     assert seen["num_gpus"] == 0.0 and seen["num_cpus"] == 8.0  # each actor an equal share of the CPUs
     assert seen["fn_constructor_kwargs"]["device"] == "cpu"
+
+
+# ------------------------------------------------------------------ the actor's rules, in this process (no Ray)
+def _worker(tiny_onnx: str, out: Path):
+    from onlymine.distributed import ProtectWorker
+
+    s = ProtectSettings.build(model=tiny_onnx, steps=2, layers=["inner.2/Conv"], precision="fp32")
+    return ProtectWorker(s.to_dict(), str(out), device="cpu")
+
+
+def _photos(src: Path, n: int) -> list[Path]:
+    from PIL import Image
+
+    src.mkdir()
+    paths = []
+    for i in range(n):
+        with Image.open(sorted(SAMPLES.glob("*.png"))[i]) as im:
+            im.convert("RGB").resize((64, 48)).save(src / f"p{i}.png")
+        paths.append(src / f"p{i}.png")
+    return paths
+
+
+def test_an_actor_refuses_a_file_it_did_not_write_and_a_retry_takes_back_its_own(tmp_path, tiny_onnx):
+    out = tmp_path / "out"
+    out.mkdir()
+    p0, p1 = _photos(tmp_path / "in", 2)
+    (out / "p0.png").write_bytes(b"the user's own file")
+    w = _worker(tiny_onnx, out)
+    batch = {"input": [str(p0), str(p1)], "output": [str(out / "p0.png"), str(out / "p1.png")]}
+    first = w(batch)
+    assert first["status"] == ["error", "ok"] and "did not write" in first["message"][0]
+    assert (out / "p0.png").read_bytes() == b"the user's own file"
+    again = w(batch)  # the same batch retried after a lost actor: no manifest row yet, only its claims
+    assert again["status"] == ["error", "ok"] and all(not s for s in again["stopped"])
+
+
+def test_a_full_disk_on_an_actor_says_stop_and_takes_its_claim_back(tmp_path, tiny_onnx, monkeypatch):
+    import errno
+
+    from onlymine.protect.manifest import Claims
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (p0,) = _photos(tmp_path / "in", 1)
+    w = _worker(tiny_onnx, out)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / "p0.png"))
+
+    monkeypatch.setattr("onlymine.protect.loop.io.save_image", full)
+    res = w({"input": [str(p0)], "output": [str(out / "p0.png")]})
+    assert res["status"] == ["error"] and "no space left" in res["stopped"][0]
+    assert not Claims(out).says(out / "p0.png", io.sha256_file(p0)), "a claim outlived a publish that failed"
+    assert not (out / "p0.png").exists()

@@ -26,13 +26,15 @@ from typing import Any
 from onlymine import io
 from onlymine.attacks.config import ConfigError
 from onlymine.protect.build import build_attack
-from onlymine.protect.manifest import Outcome, Summary, error_row
+from onlymine.protect.loop import failed_name
+from onlymine.protect.manifest import Claims, Ledger, Outcome, Summary, error_row, source
 from onlymine.protect.paths import Run, make_protector
 from onlymine.settings import ProtectSettings
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("path", "status", "message", "reason", "row")
+FIELDS = ("path", "status", "message", "reason", "row", "stopped")
+RETRIES = 3  # restarts of a lost actor, and tries of its batch: an input that kills every worker ends the run
 
 
 class ProtectWorker:
@@ -52,24 +54,40 @@ class ProtectWorker:
         self.pid = os.getpid()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        run = Run([], self.out, self.prot.settings, check=False)  # the ledger as it is now: claims of a lost try
-        key = self.prot.settings.key()
+        # What may be replaced was decided by the driver from the manifest (``mine``: the target, ``failed_mine``:
+        # its failed name, are onlymine's); the claims add what a lost try of this very batch published. The
+        # manifest itself is not read here: that would cost every batch the whole run's rows.
+        out, n = Path(self.out), len(batch["input"])
+        claims = Claims(out)
+        col = {k: list(batch[k]) if k in batch else [None] * n for k in ("mine", "failed", "failed_mine")}
         done: list[Outcome] = []
         items = []
-        for inp, out in zip(batch["input"], batch["output"], strict=True):
-            path = Path(str(inp))
+        known: dict[str, str] = {}
+        s = self.prot.settings
+        loaded = []
+        for k, (inp, target) in enumerate(zip(batch["input"], batch["output"], strict=True)):
+            path, target = Path(str(inp)), Path(str(target))
             try:
                 im = io.load_image(path, **({"max_pixels": self.max_pixels} if self.max_pixels else {}))
             except io.ImageError as e:
-                done.append(Outcome(path, "error", str(e), error_row(path, str(e), self.prot.settings), "unreadable"))
+                done.append(Outcome(path, "error", str(e), error_row(path, str(e), s), "unreadable"))
                 continue
-            item = run.admit(im, Path(str(out)), key, resume=True, retry_failed=self.retry_failed)
+            failed = Path(str(col["failed"][k])) if col["failed"][k] else failed_name(target)
+            if col["mine"][k]:
+                known[source(target)] = im.sha256
+            if col["failed_mine"][k]:
+                known[source(failed)] = im.sha256
+            loaded.append((im, target))
+        run = Run([], out, s, check=False, ledger=Ledger(outputs=known, claims=claims))
+        for im, target in loaded:
+            item = run.admit(im, target, s.key(), resume=True, retry_failed=self.retry_failed)
             (done if isinstance(item, Outcome) else items).append(item)
         if items:
             done += run.protect(self.prot, items)
         return {"path": [str(o.path) for o in done], "status": [o.status for o in done],
                 "message": [o.message for o in done], "reason": [o.reason for o in done],
-                "row": [json.dumps(o.row, default=str) for o in done]}
+                "row": [json.dumps(o.row, default=str) for o in done],
+                "stopped": [run.summary.stopped or "" for _ in done]}
 
 
 def protect_dataset(ds: Any, settings: ProtectSettings, out_dir: str | Path, workers: int = 1, batch_size: int = 8,
@@ -93,7 +111,7 @@ def protect_dataset(ds: Any, settings: ProtectSettings, out_dir: str | Path, wor
         fn_constructor_kwargs={"settings": settings.to_dict(), "out_dir": str(out_dir),
                                "device": "cuda" if gpus_per_worker else device, "max_pixels": max_pixels,
                                "retry_failed": retry_failed},
-        max_restarts=-1, max_task_retries=-1)  # a lost actor comes back and its batch runs again
+        max_restarts=RETRIES, max_task_retries=RETRIES)  # a lost actor comes back and its batch runs again
 
 
 def connect(address: str, workers: int) -> None:
@@ -103,10 +121,14 @@ def connect(address: str, workers: int) -> None:
     if ray.is_initialized():
         return
     kw: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False}
-    if address == "local":
-        ray.init(num_cpus=max(workers, os.cpu_count() or 1), **kw)
-    else:
-        ray.init(address=address, **kw)
+    try:
+        if address == "local":
+            ray.init(num_cpus=max(workers, os.cpu_count() or 1), **kw)
+        else:
+            ray.init(address=address, **kw)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"--ray {address}: cannot start or join a Ray cluster ({why})") from e
 
 
 def protect_ray(inputs: Sequence[str | Path], out_dir: str | Path, settings: ProtectSettings, address: str = "local",
@@ -116,6 +138,10 @@ def protect_ray(inputs: Sequence[str | Path], out_dir: str | Path, settings: Pro
     """:func:`onlymine.protect.protect_paths` on a Ray cluster: the same checks, outputs and manifest."""
     if batch_size < 1 or workers < 1:
         raise ConfigError(f"--batch-size and --workers must be at least 1, got {batch_size} and {workers}")
+    try:
+        import ray.data  # noqa: F401  (before any model loads or file is hashed)
+    except ImportError as e:
+        raise ConfigError(f"--ray needs the ray package ({e}): pip install 'onlymine[ray]'") from e
     run = Run(inputs, out_dir, settings, on_note)
     prot = make_protector(None, settings, device)  # resolves the settings for config.json, as a local run does
     build_attack(prot.fast_model, prot.settings, prot.surrogates)  # a bad layer is one line here, not per actor
@@ -135,8 +161,11 @@ def protect_ray(inputs: Sequence[str | Path], out_dir: str | Path, settings: Pro
         item = run.admit(_Stub(path, sha), target, s.key(), resume, retry_failed)
         if isinstance(item, Outcome):
             run.emit(item, on_outcome)
-        else:
-            todo.append({"input": str(path), "output": str(target)})
+        else:  # resolved paths: actors may run in another working folder, or on another machine
+            _, _, mine, failed = item
+            todo.append({"input": source(path), "output": source(target), "mine": bool(mine),
+                         "failed": source(failed) if failed is not None else "",
+                         "failed_mine": failed is not None and failed.exists()})
     if not todo:
         return run.summary
     import ray.data
@@ -144,12 +173,23 @@ def protect_ray(inputs: Sequence[str | Path], out_dir: str | Path, settings: Pro
     connect(address, workers)
     ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), workers * 4)))
     seen: set[str] = set()
-    for r in protect_dataset(ds, s, run.out, workers, batch_size, device, max_pixels=max_pixels,
-                             retry_failed=retry_failed).iter_rows():
-        if r["path"] in seen:  # a retried batch answers once; never two rows for one input
-            continue
-        seen.add(r["path"])
-        run.emit(Outcome(Path(r["path"]), r["status"], r["message"], json.loads(r["row"]), r["reason"]), on_outcome)
+    rows = protect_dataset(ds, s, Path(source(run.out)), workers, batch_size, device, max_pixels=max_pixels,
+                           retry_failed=retry_failed).iter_rows()
+    try:
+        for r in rows:
+            if r["path"] in seen:  # a retried batch answers once; never two rows for one input
+                continue
+            seen.add(r["path"])
+            run.emit(Outcome(Path(r["path"]), r["status"], r["message"], json.loads(r["row"]), r["reason"]),
+                     on_outcome)
+            if r.get("stopped") and not run.summary.stopped:  # a full disk on a worker stops the whole run
+                run.summary.stopped = r["stopped"]
+                break
+    except Exception as e:  # a batch that failed after its retries (Ray wraps the cause): one line, not a trace
+        why = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        log.debug("Ray run stopped", exc_info=True)
+        run.summary.stopped = (f"the Ray run stopped after {len(seen)} of {len(todo)} file(s): {why}; "
+                               "what was written stays, --resume continues")
     return run.summary
 
 

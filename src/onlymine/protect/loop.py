@@ -23,7 +23,7 @@ from onlymine.attacks.defaults import layers_for, resolve
 from onlymine.models import Classifier, load_model
 from onlymine.models.fast import fast_classifier, resolve_precision
 from onlymine.protect.build import build_attack, load_surrogates, retry_changes
-from onlymine.protect.manifest import Outcome, error_row, file_check, make_row
+from onlymine.protect.manifest import Claims, Outcome, error_row, file_check, make_row
 from onlymine.protect.targets import Batch, Target, WholeImage
 from onlymine.runtime import pick_device
 from onlymine.settings import ProtectSettings
@@ -70,15 +70,15 @@ class Protector:
     def protect_batch(self, images: Sequence[io.LoadedImage], outputs: Sequence[Path],
                       may_overwrite: Sequence[bool] | None = None, stop: Callable[[], bool] | None = None,
                       failed_outputs: Sequence[Path | None] | None = None,
-                      claim: Callable[[Path, str], None] | None = None) -> list[Outcome]:
+                      claim: Claims | None = None) -> list[Outcome]:
         """Attack, save atomically, re-read and verify; re-optimise photos whose saved file loses the authorized
         prediction, and report those that still do as failed.
 
         ``may_overwrite[i]``: whether ``outputs[i]`` may replace a file that is there (one this run's manifest says
         onlymine wrote from the same input). A failed file is renamed to ``failed_outputs[i]`` (default
         ``NAME.failed.png`` beside it; ``None``: removed), so no file under the normal name is one that failed.
-        ``stop`` is asked between attack steps (raises ``Cancelled``); ``claim(output, sha256)`` is called before a
-        file is first published (:class:`~onlymine.protect.manifest.Claims`)."""
+        ``stop`` is asked between attack steps (raises ``Cancelled``); ``claim`` records each output before it is first
+        published, and takes the record back if publishing fails (:class:`~onlymine.protect.manifest.Claims`)."""
         s, t0 = self.settings, time.perf_counter()
         b = self.target.prepare(list(images))
         n_items = len(b.inputs)
@@ -102,10 +102,16 @@ class Protector:
             def save(i: int) -> tuple[torch.Tensor, Any]:
                 im = images[i]
                 overwrite = written[i] or bool(may_overwrite and may_overwrite[i])
-                if claim is not None and not written[i]:
-                    claim(outputs[i], im.sha256)
-                io.save_image(outputs[i], self.target.compose(b, i, adv), im.alpha, fmt=s.output.fmt,
-                              quality=s.output.quality, icc_profile=im.icc_profile, overwrite=overwrite)
+                claimed = claim is not None and not written[i]
+                if claimed:
+                    claim.record(outputs[i], im.sha256)
+                try:
+                    io.save_image(outputs[i], self.target.compose(b, i, adv), im.alpha, fmt=s.output.fmt,
+                                  quality=s.output.quality, icc_profile=im.icc_profile, overwrite=overwrite)
+                except BaseException:
+                    if claimed:  # not published: whatever is at that path is not ours
+                        claim.drop(outputs[i])
+                    raise
                 written[i] = True
                 return io.load_image(outputs[i]).rgb, io.open_rgb(outputs[i])
 
@@ -128,7 +134,7 @@ class Protector:
 
     def _outcome(self, b: Batch, i: int, out: Path, failed: Path | None, v: dict[str, Any] | None,
                  records: list[dict[str, Any]], attempts: int, seconds: float,
-                 claim: Callable[[Path, str], None] | None = None) -> Outcome:
+                 claim: Claims | None = None) -> Outcome:
         s, im = self.settings, b.images[i]
         if v is None:
             msg = f"{im.path}: {b.skip[i]}"
@@ -143,7 +149,7 @@ class Protector:
                 out.unlink(missing_ok=True)
             else:
                 if claim is not None:
-                    claim(failed, im.sha256)
+                    claim.record(failed, im.sha256)
                 os.replace(out, failed)
         mine = [records[k] for k in range(len(b.inputs)) if b.photo_of[k] == i]
         row = make_row(im, kept_as, s, ok, attempts, seconds, self.target.record(mine), v,

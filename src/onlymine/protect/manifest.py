@@ -96,6 +96,10 @@ class Claims:
         self.dir.mkdir(parents=True, exist_ok=True)
         io.write_text_atomic(self._path(output), json.dumps({"output": source(output), "sha256": sha256}) + "\n")
 
+    def drop(self, output: Path) -> None:
+        """Take back the claim on ``output`` (its publish failed: the path may hold someone else's file)."""
+        self._path(output).unlink(missing_ok=True)
+
     def says(self, output: Path, sha256: str) -> bool:
         try:
             d = json.loads(self._path(output).read_text())

@@ -68,7 +68,8 @@ class Run:
     :meth:`admit` and protect with :meth:`protect`; only the process that emits appends to the manifest."""
 
     def __init__(self, inputs: Sequence[str | Path], out_dir: str | Path, settings: ProtectSettings,
-                 on_note: Callable[[str], None] | None = None, check: bool = True) -> None:
+                 on_note: Callable[[str], None] | None = None, check: bool = True,
+                 ledger: Ledger | None = None) -> None:
         self.out = Path(out_dir)
         self.files, self.errors = io.find_images(inputs, exclude=self.out) if check else ([], [])
         self.targets = output_paths(self.files, _roots(inputs), self.out, settings.output.fmt) if check else {}
@@ -82,7 +83,7 @@ class Run:
                 raise ConfigError(f"-o {self.out}: cannot create the output folder ({e.strerror or e})") from e
         self.manifest = self.out / MANIFEST
         self.claims = Claims(self.out)
-        self.ledger = Ledger.read(self.manifest, self.claims)
+        self.ledger = ledger if ledger is not None else Ledger.read(self.manifest, self.claims)
         self.summary = Summary()
 
     def begin(self, prot: Protector) -> None:
@@ -116,7 +117,7 @@ class Run:
         images, outs, overwrite, failed = ([b[k] for b in batch] for k in range(4))
         try:
             outcomes = prot.protect_batch(images, outs, overwrite, stop=stop, failed_outputs=failed,
-                                          claim=self.claims.record)
+                                          claim=self.claims)
         except OSError as e:
             self.disk_error(e, Path(e.filename or outs[0]))
             why, s = e.strerror or str(e), prot.settings

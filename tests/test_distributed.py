@@ -195,3 +195,22 @@ def test_a_full_disk_on_an_actor_says_stop_and_takes_its_claim_back(tmp_path, ti
     assert res["status"] == ["error"] and "no space left" in res["stopped"][0]
     assert not Claims(out).says(out / "p0.png", io.sha256_file(p0)), "a claim outlived a publish that failed"
     assert not (out / "p0.png").exists()
+
+
+def test_resume_after_the_driver_died_redoes_files_only_the_claims_knew(cluster, tmp_path, tiny_onnx):
+    """A cluster restart after the driver died between an actor publishing files and the driver writing their
+    rows: --resume recognises the files by their claims, redoes them, and then skips what is done."""
+    src = tmp_path / "in"
+    _photos(src, 3)
+    out = tmp_path / "out"
+    s = ProtectSettings.build(model=tiny_onnx, steps=2, layers=["inner.2/Conv"], precision="fp32")
+    first = protect_ray([src], out, s, workers=1, batch_size=2, device="cpu")
+    assert first.count("ok") == 3
+    manifest = out / "manifest.jsonl"
+    lines = manifest.read_text().splitlines()
+    manifest.write_text(lines[0] + "\n")  # the rows of p1, p2 never reached the manifest
+    again = protect_ray([src], out, s, workers=1, batch_size=2, device="cpu", resume=True)
+    assert again.count("skipped") == 1 and again.count("ok") == 2 and again.count("error") == 0
+    assert sorted(rows(out)) == ["p0.png", "p1.png", "p2.png"]  # and one row each (rows() checks)
+    third = protect_ray([src], out, s, workers=1, batch_size=2, device="cpu", resume=True)
+    assert third.count("skipped") == 3

@@ -130,4 +130,4 @@ class AttackConfig(Config):
     revision: ClassVar[int] = 1
     eps: float = option(16 / 255, "L-inf budget: 16 (=16/255), 16/255 or 0.0627", everyday=True, unit="budget",
                         above=0.0, maximum=1.0)
-    seed: int = option(0, "random seed (same seed, same output)", everyday=True, minimum=0)
+    seed: int = option(0, "random seed (same seed and same batches, same output)", everyday=True, minimum=0)

@@ -247,3 +247,15 @@ def test_output_folder_is_not_created_when_the_checks_fail(tmp_path, capsys, mon
     monkeypatch.chdir(tmp_path)
     rc, _, _ = run(capsys, "protect", "missing.png", "-o", "out", *FAST, "--steps", "0")
     assert rc == 2 and not Path("out").exists()
+
+
+def test_an_input_named_like_another_inputs_failed_file_gets_its_own_output(tmp_path):
+    from onlymine.protect.loop import failed_name
+    from onlymine.protect.paths import output_paths
+
+    src = tmp_path / "in"
+    files = [src / "a.jpg", src / "a.failed.jpg", src / "b.jpg"]
+    out = output_paths(files, {f: src for f in files}, tmp_path / "out", "png")
+    assert out[files[0]].name == "a.png" and out[files[2]].name == "b.png"
+    assert out[files[1]] != failed_name(out[files[0]]) and out[files[1]].name.startswith("a.failed.jpg.")
+    assert len(set(out.values())) == 3

@@ -253,7 +253,8 @@ def output_paths(files: Sequence[Path], roots: dict[Path, Path], out: Path, fmt:
     Inputs that would share an output path (``a.jpg`` and ``a.png`` in one folder, or two ``a.jpg`` files
     given from different folders) keep their full file name instead: ``a.jpg`` -> ``a.jpg.png`` (an input
     already named like the output, ``a.png``, keeps ``a.png``). If names still collide, a short hash of the
-    input's resolved path is added: ``a.jpg.1a2b3c4d.png``. Names depend only on the run's inputs, so the
+    input's resolved path is added: ``a.jpg.1a2b3c4d.png``; so it is for an input whose output would be another
+    input's failed name (``a.failed.jpg`` beside ``a.jpg``). Names depend only on the run's inputs, so the
     same command (and ``--resume``) always finds the same files, and no input is lost.
     """
     base = {f: io.output_path(f, roots.get(f), out, fmt) for f in files}
@@ -269,6 +270,11 @@ def output_paths(files: Sequence[Path], roots: dict[Path, Path], out: Path, fmt:
         counts[t] = counts.get(t, 0) + 1
     for f, t in result.items():
         if counts[t] > 1:
+            digest = hashlib.sha256(source(f).encode()).hexdigest()[:8]
+            result[f] = t.with_name(f"{f.name}.{digest}{t.suffix}")
+    reserved = {failed_name(t) for t in result.values()}  # where another input's failed file would be kept
+    for f, t in result.items():
+        if t in reserved:
             digest = hashlib.sha256(source(f).encode()).hexdigest()[:8]
             result[f] = t.with_name(f"{f.name}.{digest}{t.suffix}")
     return result

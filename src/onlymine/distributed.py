@@ -33,7 +33,6 @@ from onlymine.settings import ProtectSettings
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("path", "status", "message", "reason", "row", "stopped")
 RETRIES = 3  # restarts of a lost actor, and tries of its batch: an input that kills every worker ends the run
 
 
@@ -51,7 +50,6 @@ class ProtectWorker:
         self.settings = ProtectSettings.from_dict(settings)
         self.prot = make_protector(None, self.settings, device)
         self.out, self.max_pixels, self.retry_failed = out_dir, max_pixels, retry_failed
-        self.pid = os.getpid()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         # What may be replaced was decided by the driver from the manifest (``mine``: the target, ``failed_mine``:

@@ -214,3 +214,38 @@ def test_baseline_claim_names_the_baselines_that_do_not_count(monkeypatch: pytes
     assert claim[1] is True and "baselines: UniformNoise 98.00%" in claim[2] and "not kept" not in claim[2]
     ov[2]["unauthorized_mean"] = 0.99  # above a qualifying baseline: the claim fails
     assert next(c for c in aggregate.checks(res) if "below every baseline" in c[0])[1] is False
+
+
+def test_two_seeds_one_authorized_model_and_a_second_report_sharing_the_cells(three_photos: Path, tmp_path: Path):
+    """--seed 0 1 gives each protecting method one row per seed (its own folder); --authorized restricts who is
+    authorized while every model judges; --results writes a second report without redoing the shared cells; the
+    threat-suite table and its claims are in the report."""
+    out = tmp_path / "seeds"
+    args = ["experiment", "imagenet", "-o", str(out), "--data", str(three_photos), "--limit", "2",
+            "--models", *MODELS, "--steps", "1", "--transforms", "crop", "full", "--no-progress"]
+    assert main([*args, "--methods", "clean", "fmd-plus", "--authorized", MODELS[0], "--seed", "0", "1"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [j["method"] for j in res["jobs"]] == ["clean", "fmd-plus-seed0", "fmd-plus-seed1"]
+    assert {j["authorized"] for j in res["jobs"]} == {MODELS[0]}
+    assert set(res["meta"]["models"]) == set(MODELS)  # both judge
+    seeds = {j["method"]: j["settings"]["config"]["seed"] for j in res["jobs"] if j["method"] != "clean"}
+    assert seeds == {"fmd-plus-seed0": 0, "fmd-plus-seed1": 1}
+    a = (out / "fmd-plus-seed0" / "torchvision_mobilenet_v2" / "aib_000.png").read_bytes()
+    b = (out / "fmd-plus-seed1" / "torchvision_mobilenet_v2" / "aib_000.png").read_bytes()
+    assert a != b
+    threats = {(t["method"], t["authorized"]): t for t in res["threats"]}
+    row = threats[("fmd-plus-seed0", MODELS[0])]
+    assert set(row["unauthorized"]) == {"crop", "full"} and row["worst"] == max(row["unauthorized"].values())
+    claims = [c["claim"] for c in res["checks"]]
+    assert "fmd-plus: unauthorized agreement through crop <= 10% on every row" in claims
+    md = (out / "report.md").read_text()
+    assert "## Threat suite" in md and "FMD+ (onlymine, eps 16), seed 1" in md
+    stamp = (out / "fmd-plus-seed0" / "torchvision_mobilenet_v2" / "manifest.jsonl").stat().st_mtime_ns
+    second = tmp_path / "second"
+    assert main([*args, "--methods", "clean", "fmd-plus", "--seed", "0", "--results", str(second)]) == 0
+    assert (out / "fmd-plus-seed0" / "torchvision_mobilenet_v2" / "manifest.jsonl").stat().st_mtime_ns == stamp
+    res2 = json.loads((second / "results.json").read_text())
+    assert {(j["method"], j["authorized"]) for j in res2["jobs"] if j["method"] != "clean"} == {
+        ("fmd-plus-seed0", m) for m in MODELS}
+    assert json.loads((out / "results.json").read_text())["jobs"] == res["jobs"]  # the first report is untouched
+    assert main([*args, "--methods", "fmd-plus", "--authorized", "torchvision:nope"]) == 2

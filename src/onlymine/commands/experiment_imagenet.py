@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", help="CSV file,label (default: DATA/labels.csv when it exists)")
     p.add_argument("--models", nargs="+", default=list(x.DEFAULT_MODELS), metavar="SPEC",
                    help="model specs, each authorized in turn (e.g. torchvision:vgg16 torchvision:resnet18)")
+    p.add_argument("--authorized", nargs="+", metavar="SPEC",
+                   help="only these of --models are authorized in turn (default: every one); all of them judge")
     p.add_argument("--methods", nargs="+", default=list(x.DEFAULT_METHODS), choices=list(x.METHODS))
     p.add_argument("--subset", choices=list(x.SUBSETS), default="all",
                    help="which photos to use: foolbox_* (true labels), aib_* (consensus labels) or all")
@@ -28,13 +30,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="kit photos used for tuning (foolbox_* and the first 10 aib_*), the rest (test), or the "
                         "test photos no decision looked at (fresh: all but the first 16; default: all)")
     p.add_argument("--limit", type=int, help="use at most N photos (taken in turn from foolbox and aib)")
-    p.add_argument("--seed", type=int, help="random-start / transform seed of every method (default 0)")
+    p.add_argument("--seed", type=int, nargs="+", metavar="SEED",
+                   help="random-start / transform seed of every method (default 0); several: each protecting "
+                        "method once per seed, rows KEY-seedN")
     p.add_argument("--eps", type=parse_budget, help="L-inf budget for every method (default: each method's own)")
     p.add_argument("--alpha", type=parse_budget, help="step size for the gradient methods")
     p.add_argument("--steps", type=int, help="steps for the gradient methods (paper: 100)")
     p.add_argument("--lam", type=float, help="FMD keep-term weight (default: measured per model)")
     p.add_argument("--transforms", nargs="+",
                    help="threat-suite pipelines the files are judged through (default: all; onlymine.threats)")
+    p.add_argument("--results", metavar="DIR",
+                   help="where results.json/csv and report.html/md go (default: OUT; another folder lets a second "
+                        "report share OUT's protected cells)")
     p.add_argument("--markdown", help="also write the Markdown report here (e.g. docs/results-imagenet.md)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=8)
@@ -49,9 +56,10 @@ def run(a: argparse.Namespace) -> int:
     from onlymine.report import percent
 
     opts = ImagenetOptions(out=Path(a.out), data=Path(a.data), labels=Path(a.labels) if a.labels else None,
-                           models=a.models, methods=a.methods, subset=a.subset, split=a.split, limit=a.limit,
-                           seed=a.seed, eps=a.eps, alpha=a.alpha, steps=a.steps, lam=a.lam, transforms=a.transforms,
-                           device=a.device, batch_size=a.batch_size, progress=not a.no_progress)
+                           models=a.models, authorized=a.authorized, methods=a.methods, subset=a.subset, split=a.split,
+                           limit=a.limit, seeds=a.seed, eps=a.eps, alpha=a.alpha, steps=a.steps, lam=a.lam,
+                           transforms=a.transforms, device=a.device, batch_size=a.batch_size,
+                           progress=not a.no_progress)
     try:
         proto = build_protocol(opts)
         for spec in proto.authorized:
@@ -59,7 +67,7 @@ def run(a: argparse.Namespace) -> int:
                 print(f"note: {spec} is NOT pretrained (random init): smoke run only, numbers mean nothing")
         print(f"{len(proto.files)} photos, {len(proto.authorized)} models, methods: "
               + ", ".join(m.key for m in proto.methods))
-        _, results = run_imagenet(proto, command_line(a), a.markdown)
+        _, results = run_imagenet(proto, command_line(a), a.markdown, a.results)
     except (ModelError, LayerError, ValueError) as e:
         print(f"onlymine: {e}", file=sys.stderr)
         return 2

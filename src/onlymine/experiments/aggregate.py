@@ -98,7 +98,7 @@ def checks(res: ProtocolResult, methods: Sequence[str] = CHECKED, subset: str = 
     baselines = [o for k, o in ov.items() if k != CLEAN and not k.startswith("fmd")]
     base = [o for o in baselines if o["authorized_min"] is not None and o["authorized_min"] >= threshold]
     rest = [o for o in baselines if o not in base]  # named in the evidence, so the claim is never silently vacuous
-    for method in [m.key for m in res.protocol.methods if m.key in methods]:
+    for method in [m.key for m in res.protocol.methods if m.family in methods]:
         rows = matrix(res, method, subset, True)
         worst = min((r.own for r in rows if r.own is not None), default=None)
         out.append((f"{method}: authorized accuracy >= {threshold:.0%} on the saved files in every row",

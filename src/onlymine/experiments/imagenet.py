@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from onlymine.experiments.aggregate import held_out_mean
-from onlymine.experiments.methods import METHODS
+from onlymine.experiments.methods import METHODS, seeded
 from onlymine.experiments.outputs import markdown_report, publish, write_outputs
 from onlymine.experiments.run import Protocol, ProtocolResult, run_protocol
 
@@ -68,11 +68,13 @@ class ImagenetOptions:
     data: Path = KIT_IMAGENET.resolve()
     labels: Path | None = None
     models: Sequence[str] = DEFAULT_MODELS
+    authorized: Sequence[str] | None = None  # the models authorized in turn (default: every model); all judge
     methods: Sequence[str] = DEFAULT_METHODS
     subset: str = "all"
     split: str = "all"
     limit: int | None = None
     seed: int | None = None
+    seeds: Sequence[int] | None = None  # every protecting method once per seed (``KEY-seedN`` rows)
     eps: float | None = None
     alpha: float | None = None
     steps: int | None = None
@@ -133,13 +135,20 @@ def build_protocol(o: ImagenetOptions) -> Protocol:
         raise ValueError(f"unknown transform(s) {bad}; known: {list(TRANSFORMS)}")
     device = pick_device(o.device)
     specs = list(dict.fromkeys(o.models))
+    authorized = list(dict.fromkeys(o.authorized or specs))
+    outside = [a for a in authorized if a not in specs]
+    if outside:
+        raise ValueError(f"--authorized {outside[0]} is not among --models ({', '.join(specs)})")
     models = {s: load_model(s, device=device) for s in specs}
     subsets = {k: v for k, v in SUBSETS.items()  # only the subsets that have photos (none: --split test has no foolbox)
                if k == "all" or (o.subset in ("all", k) and any(v(f.name) for f in files))}
+    methods = [METHODS[m] for m in dict.fromkeys(o.methods)]
+    if o.seeds:
+        methods = seeded(methods, o.seeds)
     return Protocol(
-        name="imagenet", files=files, root=data, authorized=specs,
+        name="imagenet", files=files, root=data, authorized=authorized, models=specs,
         judges=[ClassifierJudge(models[s], batch_size=o.batch_size) for s in specs],
-        load_model=models.__getitem__, methods=[METHODS[m] for m in dict.fromkeys(o.methods)],
+        load_model=models.__getitem__, methods=methods,
         out=Path(o.out), labels=labels, subsets=subsets,
         overrides={"eps": o.eps, "alpha": o.alpha, "steps": o.steps, "lam": o.lam, "seed": o.seed},
         transforms=transforms, device=str(device), batch_size=o.batch_size, progress=o.progress)
@@ -180,10 +189,12 @@ def comparison(res: ProtocolResult, results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_imagenet(proto: Protocol, command: str, markdown: str | Path | None = None) -> tuple[ProtocolResult,
-                                                                                              dict[str, Any]]:
-    """Run the protocol and write its results, report.html, report.md and (with ``markdown``) the document."""
+def run_imagenet(proto: Protocol, command: str, markdown: str | Path | None = None,
+                 results_dir: str | Path | None = None) -> tuple[ProtocolResult, dict[str, Any]]:
+    """Run the protocol and write its results, report.html, report.md (into ``results_dir``, default the
+    protocol's output folder, so that two reports can share its cells) and (with ``markdown``) the document."""
     res = run_protocol(proto)
-    results = write_outputs(res, proto.out, TITLE, command)
-    publish(proto.out, markdown_report(res, results, TITLE, comparison=comparison(res, results)), markdown)
+    where = Path(results_dir) if results_dir else proto.out
+    results = write_outputs(res, where, TITLE, command)
+    publish(where, markdown_report(res, results, TITLE, comparison=comparison(res, results)), markdown)
     return res, results

@@ -10,7 +10,7 @@ any more: the reports that used them reproduce from git commit 67be464.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from onlymine.attacks import ATTACKS
@@ -62,6 +62,12 @@ class Method:
     fixed: tuple[tuple[str, Any], ...] = ()
     preset: str = DEFAULT_PRESET
     surrogate: bool = False
+    base: str = ""  # the catalogue key this method repeats with another seed (:func:`seeded`)
+
+    @property
+    def family(self) -> str:
+        """The catalogue key: what claims and comparisons call this method, whatever its seed."""
+        return self.base or self.key
 
     def settings(self, spec: str, overrides: Mapping[str, Any] | None = None,
                  surrogates: Iterable[str] = ()) -> ProtectSettings:
@@ -86,12 +92,30 @@ METHODS: dict[str, Method] = {m.key: m for m in (
     Method("fmd", "FMD (onlymine layer/lam)", "fmd"),
     Method("fmd-plus", "FMD+ (onlymine, eps 16)", "fmd+"),
     Method("fmd-plus-mid", "FMD+ mid preset (eps 8)", "fmd+", preset="mid"),
+    Method("fmd-plus-keep-full", "FMD+ --keep-pipelines crop,full", "fmd+",
+           fixed=(("keep_pipelines", ("crop", "full")),)),
     Method("fmd-plus-sur", "FMD+ + next model as surrogate (held out)", "fmd+", surrogate=True),
     Method("fmd-plus-mid-sur", "FMD+ mid + next model as surrogate (held out)", "fmd+", preset="mid", surrogate=True),
     Method("pgd", "PGD", "pgd", paper=True),
     Method("feature-only", "FeatureOnly", "feature-only", paper=True),
     Method("uniform-noise", "UniformNoise", "uniform-noise", paper=True),
 )}
+
+
+
+def seeded(methods: Iterable[Method], seeds: Iterable[int]) -> list[Method]:
+    """Each protecting method once per seed (key ``KEY-seedN``, its folder too, label ``LABEL, seed N``, the seed
+    fixed); the clean row once. Runs with other seeds lists share the cells of the seeds they have in common."""
+    seeds = list(dict.fromkeys(seeds))
+    out: list[Method] = []
+    for m in methods:
+        if m.attack is None:
+            out.append(m)
+        else:
+            out += [replace(m, key=f"{m.key}-seed{s}", label=f"{m.label}, seed {s}", fixed=(*m.fixed, ("seed", s)),
+                            base=m.key) for s in seeds]
+    return out
+
 
 # The faces experiment: FMD in the paper's setting, FMD+ with onlymine's defaults at the experiment's eps, FMD+ with
 # the task's other models as public surrogates (one run per held-out judge), UniformNoise at the same eps.

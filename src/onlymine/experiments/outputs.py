@@ -15,6 +15,7 @@ from onlymine import io, report
 from onlymine.experiments.aggregate import checks, matrix, overview, result_rows
 from onlymine.experiments.methods import settings_line
 from onlymine.experiments.run import ProtocolResult
+from onlymine.experiments.threat_report import threat_checks, threat_rows, threat_table
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,11 @@ def write_outputs(res: ProtocolResult, out: Path, title: str, command: str, intr
         per_image += [{**tag, **r} for r in job.evaluation.images]
         preds += [{**tag, **r} for r in job.evaluation.predictions]
     meta = run_meta(res, command)
+    threats = threat_rows(res)
     results = {"meta": meta, "overview": {f"{s}/{'restricted' if r else 'all images'}": overview(res, s, r)
                                           for s in p.subsets for r in (True, False)},
-               "checks": [{"claim": c, "holds": h, "evidence": e} for c, h, e in checks(res)],
+               "checks": [{"claim": c, "holds": h, "evidence": e} for c, h, e in checks(res) + threat_checks(threats)],
+               "threats": threats,
                "jobs": [{"method": j.method.key, "authorized": j.authorized, "folder": str(j.folder),
                          "settings": j.settings, "protect": j.protect} for j in res.jobs],
                "rows": rows}
@@ -91,6 +94,7 @@ def write_outputs(res: ProtocolResult, out: Path, title: str, command: str, intr
             matrix(res, m.key, "all", True, metric=metric), [j.name for j in p.judges], metric,
             caption="restricted to images every model gets right when clean")],
             figures=[f for f in figs if f"/bars_{m.key}." in "/" + f]))
+    sections.append(report.Section("Threat suite", tables=[threat_table(threats, p.transforms)]))
     sections.append(report.Section("Robustness", tables=[robustness_table(res)]))
     sections.append(report.Section("Figures", figures=[f for f in figs if "bars_" not in f]))
     report.html_report(out / "report.html", title, sections, meta)
@@ -104,7 +108,7 @@ def run_meta(res: ProtocolResult, command: str) -> dict[str, Any]:
     counts = {s: sum(map(pred, names)) for s, pred in p.subsets.items()}
     rcounts = {s: sum(1 for n in names if pred(n) and n in res.restricted) for s, pred in p.subsets.items()}
     models = {}
-    for spec in p.authorized:
+    for spec in p.models or p.authorized:
         cfg = p.load_model(spec).cfg
         models[spec] = {"pretrained": cfg.pretrained, "weights": cfg.weights}
     return {"experiment": p.name, "command": command, "machine": machine(), "date": res.started,
@@ -198,6 +202,12 @@ def markdown_report(res: ProtocolResult, results: dict[str, Any], title: str, in
         lines += [f"| {c['claim']} | {'yes' if c['holds'] else '**no**'} | {c['evidence']} |"
                   for c in results["checks"]]
         lines.append("")
+    if results.get("threats"):
+        lines += ["## Threat suite", "", "Each unauthorized model reads the saved 8-bit files its own way (PIL and "
+                  "torchvision transforms: `onlymine.threats`); the figure is its agreement with its own clean top-1 "
+                  "through the same pipeline. *auth. kept*: the authorized model's clean prediction survived; "
+                  "*ring*: mean |change| outside the authorized centre crop over the mean inside it.", "",
+                  threat_table(results["threats"], p.transforms).markdown(), ""]
     lines += ["## Overview", ""]
     for subset in p.subsets:
         lines += [overview_table(res, subset, True).markdown(), overview_table(res, subset, False).markdown()]

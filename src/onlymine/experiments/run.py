@@ -45,7 +45,7 @@ class Protocol:
         name: experiment name (``imagenet``).
         files: photos, in order; ``names`` (relative to ``root``) are what labels and subsets see.
         root: folder the names are relative to.
-        authorized: model specs, each authorized in turn.
+        authorized: model specs, each authorized in turn (``models``: every model, the judges' specs).
         judges: every model that scores the files (the authorized one is among them, see ``judge_of``).
         load_model: spec -> loaded :class:`Classifier` (reuse the judges' models where possible).
         methods: the rows of the comparison.
@@ -68,6 +68,7 @@ class Protocol:
     judge_of: Callable[[str], str] = lambda spec: spec
     overrides: dict[str, Any] = field(default_factory=dict)
     transforms: Sequence[str] = tuple(TRANSFORMS)
+    models: list[str] = field(default_factory=list)  # every model of the run (default: the authorized ones)
     device: str = "cpu"
     batch_size: int = 8
     progress: bool = True

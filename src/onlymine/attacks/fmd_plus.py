@@ -26,17 +26,23 @@ class FMDPlusConfig(StepConfig):
     """FMD+'s settings. The defaults are the ``high`` preset; docs/beyond.md has the measurements behind them."""
 
     name: ClassVar[str] = "fmd+"
-    revision: ClassVar[int] = 2  # 2: the published-pipeline keep margin (issue 23)
+    # 2: the published-pipeline keep margin (issue 23); 3: whole-frame BSR views by default (threat suite)
+    revision: ClassVar[int] = 3
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "low": {"eps": 4 / 255, "alpha": 0.5 / 255, "steps": 100, "texture": False},
-        # 5 BSR views per step: 46% -> 18.4% unauthorized on the tuning photos at eps 8 (docs/beyond.md)
-        "mid": {"eps": 8 / 255, "alpha": 1 / 255, "steps": 50, "texture": False, "views": 5, "shuffle": 3,
-                "robust_keep": True},
+        "low": {"eps": 4 / 255, "alpha": 0.5 / 255, "texture": False},
+        # eps 10 in a texture budget that leaves flat regions 30% of it, with the default's whole-frame BSR views:
+        # on the 30 tuning photos 21.1% through the crop, 24.4% through the worst pipeline, ring 0.95, 30.0 dB
+        # (the eps-8 resize-and-pad mid before it: 36-39% whole frame, ring 0.52; docs/threats-tune.md)
+        "mid": {"eps": 10 / 255, "alpha": 0.0049, "robust_keep": True, "texture_floor": 0.3},
         "high": {},
-        "fast": {"steps": 25},  # a quarter of the steps: faster, weaker (docs/performance.md)
+        "fast": {"steps": 25},  # half the steps: faster, weaker (docs/performance.md)
     }
     alpha: float = option(2 / 255, "step size, same units as --eps", everyday=True, unit="budget", above=0.0,
                           maximum=1.0)
+    # 4 whole-frame BSR views x 50 steps: 7.8% unauthorized agreement through the crop and 8.9% through the worst
+    # pipeline of the threat suite on the 30 tuning photos (the one-view bank x 100 steps: 14.4% / 24.4%);
+    # docs/threats-tune.md
+    steps: int = option(50, "number of ascent steps", everyday=True, minimum=1)
     layers: tuple[str, ...] = option((), "feature layer(s) to distort (default: four stages over the depth, "
                                      "measured per model; `onlymine layers SPEC`)", everyday=True, flag="--layer",
                                      metavar="NAME")
@@ -49,14 +55,14 @@ class FMDPlusConfig(StepConfig):
     texture: bool = option(True, "texture-masked budget: less perturbation on flat regions (higher PSNR)")
     texture_floor: float = option(0.5, "the share of --eps a flat region keeps with --texture", above=0.0, maximum=1.0)
     luminance: bool = option(False, "with --texture, dark regions get more of the budget too (luminance masking)")
-    views: int = option(1, "random views averaged per step besides the image itself (1: one view per step from a "
+    views: int = option(4, "random views averaged per step besides the image itself (1: one view per step from a "
                         "fixed bank)", minimum=1, metavar="N")
-    shuffle: int = option(0, "blocks per side of the BSR/SIA views (with --transform auto, 0 means resize-and-pad "
+    shuffle: int = option(3, "blocks per side of the BSR/SIA views (with --transform auto, 0 means resize-and-pad "
                           "views and more means BSR)", minimum=0, metavar="BLOCKS")
     transform: str = option("auto", "what each random view does: bsr (block shuffle and rotation), sia (block-wise "
                             "transformations), resize (resize-and-pad), none; auto: bsr with --shuffle, else resize",
                             choices=("auto", *TRANSFORMS))
-    frame: bool = option(False, "take the random views from the whole frame (the whole photo stretched, random "
+    frame: bool = option(True, "take the random views from the whole frame (the whole photo stretched, random "
                          "boxes of any scale, position and aspect), not only from the model's centre crop")
     robust_keep: bool = option(False, "keep the authorized prediction after a JPEG round trip and halving too")
     keep_pipelines: tuple[str, ...] = option(("crop",), "how the owner's model reads the files: threat-suite "

@@ -33,8 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int)
     p.add_argument("--lam", type=float)
     p.add_argument("--iou", type=float, default=0.5, help="IoU for a detection to count as found again")
-    p.add_argument("--transforms", nargs="+", default=["crop"],
-                   help="threat-suite pipelines (default: crop; onlymine.threats)")
+    p.add_argument("--transforms", nargs="+", default=list(x.SUITE),
+                   help=f"threat-suite pipelines (default: {' '.join(x.SUITE)}; onlymine.threats): detectors read the "
+                        "whole frame their own way (crop), after the pipelines that change the file")
     p.add_argument("--markdown", help="also write the Markdown report here (e.g. docs/results-detection.md)")
     p.add_argument("--figure-dir", help="also copy the figures here (e.g. docs/img)")
     p.add_argument("--device", default="auto")

@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", metavar="DIR",
                    help="where results.json/csv and report.html/md go (default: OUT; another folder lets a second "
                         "report share OUT's protected cells)")
+    p.add_argument("--report-only", action="store_true",
+                   help="protect nothing: report the methods whose every cell an earlier run finished in OUT")
     p.add_argument("--markdown", help="also write the Markdown report here (e.g. docs/results-imagenet.md)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=8)
@@ -59,13 +61,14 @@ def run(a: argparse.Namespace) -> int:
                            models=a.models, authorized=a.authorized, methods=a.methods, subset=a.subset, split=a.split,
                            limit=a.limit, seeds=a.seed, eps=a.eps, alpha=a.alpha, steps=a.steps, lam=a.lam,
                            transforms=a.transforms, device=a.device, batch_size=a.batch_size,
-                           progress=not a.no_progress)
+                           progress=not a.no_progress, report_only=a.report_only)
     try:
         proto = build_protocol(opts)
         for spec in proto.authorized:
             if not proto.load_model(spec).cfg.pretrained:
                 print(f"note: {spec} is NOT pretrained (random init): smoke run only, numbers mean nothing")
-        print(f"{len(proto.files)} photos, {len(proto.authorized)} models, methods: "
+        print(f"{len(proto.files)} photos, {len(proto.judges)} models ({len(proto.authorized)} authorized in turn), "
+              "methods: "
               + ", ".join(m.key for m in proto.methods))
         _, results = run_imagenet(proto, command_line(a), a.markdown, a.results)
     except (ModelError, LayerError, ValueError) as e:

@@ -20,6 +20,7 @@ from onlymine import report
 from onlymine.experiments.methods import CLEAN, METHODS
 from onlymine.experiments.outputs import machine, publish
 from onlymine.experiments.run import Protocol, ProtocolResult, run_protocol, safe_name
+from onlymine.threats import READS
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,9 @@ DEFAULT_MODELS = ("torchvision:mobilenet_v2", "efficientnet-lite:lite0", "effici
 DEFAULT_METHODS = (CLEAN, "fmd", "uniform-noise")
 KIT = Path(__file__).resolve().parents[3] / ".." / "shared" / "kit"
 GROUPS = ("detection", "faces")
+# the threat suite here: a detector reads the whole frame its own way (``crop`` = its native input); the pipelines
+# that change the file (JPEG, half size) are read that way too; ``full`` is the authorized classifier's whole frame
+SUITE = ("crop", "full", "jpeg75", "half")
 
 
 @dataclass
@@ -46,7 +50,7 @@ class DetectionOptions:
     steps: int | None = None
     lam: float | None = None
     iou: float = 0.5
-    transforms: Sequence[str] = ("crop",)
+    transforms: Sequence[str] = SUITE
     markdown: Path | None = None
     figure_dir: Path | None = None
     device: str = "auto"
@@ -147,7 +151,9 @@ def detection_rows(res: ProtocolResult, judges: Sequence[Any], transform: str = 
         if job.method.attack is None or job.evaluation is None:
             continue
         auth = res.protocol.judge_of(job.authorized)
-        agree = {r["judge"]: r["agreement"] for r in summarize(job.evaluation) if r["transform"] == transform}
+        summary = summarize(job.evaluation)
+        agree = {r["judge"]: r["agreement"] for r in summary if r["transform"] == transform}
+        whole = {r["judge"]: r["agreement"] for r in summary if r["transform"] == "full"}
         q = quality_summary(job.evaluation)
         for j in judges:
             preds = sorted((r for r in job.evaluation.predictions
@@ -162,6 +168,7 @@ def detection_rows(res: ProtocolResult, judges: Sequence[Any], transform: str = 
                               for r, x in zip(preds, per, strict=True)]
             rows.append({"protocol": res.protocol.name, "method": job.method.key, "method_label": job.method.label,
                          "authorized": job.authorized, "authorized_kept": agree.get(auth),
+                         "authorized_kept_full": whole.get(auth),
                          "eps": job.settings.get("config", {}).get("eps"), "detector": j.name, "task": j.task,
                          "threshold": j.threshold, "transform": transform, **total.to_dict(),
                          "psnr": q.get("psnr"), "ssim": q.get("ssim"), "linf_max": q.get("linf_max")})
@@ -172,10 +179,12 @@ def _avg(rows: Sequence[dict[str, Any]], key: str) -> float | None:
     return report.mean(r[key] for r in rows)
 
 
-def summary_rows(rows: Sequence[dict[str, Any]], detectors: Sequence[str], methods: Sequence[str]
-                 ) -> list[dict[str, Any]]:
-    """Per (detector, method): means over the authorized models; then per method the mean over detectors."""
+def summary_rows(rows: Sequence[dict[str, Any]], detectors: Sequence[str], methods: Sequence[str],
+                 transform: str = "crop") -> list[dict[str, Any]]:
+    """Per (detector, method), through ``transform``: means over the authorized models; then per method the mean
+    over detectors."""
     out = []
+    rows = [r for r in rows if r.get("transform", "crop") == transform]
     for d in [*detectors, "average"]:
         for m in methods:
             sel = [r for r in rows if r["method"] == m and (d == "average" or r["detector"] == d)]
@@ -183,7 +192,7 @@ def summary_rows(rows: Sequence[dict[str, Any]], detectors: Sequence[str], metho
                 out.append({"detector": d, "method": m, "n_authorized": len({r["authorized"] for r in sel}),
                             "survival": _avg(sel, "survival"), "new_false_per_image": _avg(sel, "new_false_per_image"),
                             "map": _avg(sel, "map"), "map_50": _avg(sel, "map_50"),
-                            "n_clean": None if d == "average" else sel[0]["n_clean"],
+                            "n_clean": None if d == "average" else sel[0]["n_clean"], "transform": transform,
                             "authorized_kept": _avg(sel, "authorized_kept")})
     return out
 
@@ -209,14 +218,17 @@ def transfer_table(summary: Sequence[dict[str, Any]], methods: Sequence[str], ca
 
 
 def authorized_table(rows: Sequence[dict[str, Any]], detectors: Sequence[str]) -> Any:
-    headers = ["Method", "Authorized", "authorized kept (%)", "PSNR (dB)", "SSIM", "L-inf max (/255)"]
+    headers = ["Method", "Authorized", "authorized kept (%)", "authorized kept, whole frame (%)", "PSNR (dB)",
+               "SSIM", "L-inf max (/255)"]
     headers += [f"{d} survival (%)" for d in detectors]
     lines = []
+    rows = [r for r in rows if r.get("transform", "crop") == "crop"]
     keys = list(dict.fromkeys((r["method"], r["authorized"]) for r in rows))
     for m, a in keys:
         sel = {r["detector"]: r for r in rows if r["method"] == m and r["authorized"] == a}
         first = next(iter(sel.values()))
         lines.append([METHODS[m].label, _short(a), report.percent(first["authorized_kept"], 1),
+                      report.percent(first.get("authorized_kept_full"), 1),
                       report.number(first["psnr"]), report.number(first["ssim"], 4),
                       report.number(None if first["linf_max"] is None else first["linf_max"] * 255, 1)]
                      + [report.percent(sel[d]["survival"], 1) if d in sel else "n/a" for d in detectors])
@@ -304,13 +316,18 @@ def run_detection(a: DetectionOptions, judges: Sequence[Any], skipped: Sequence[
     tables, figs = [], []
     for res in results:
         dets = [j for j in judges if j.name in {x.name for x in res.protocol.judges}]
-        r = detection_rows(res, dets, per_image=per_image)
+        # the detectors' own read (crop) first, then each pipeline that changes the file before they read it
+        reads = [t for t in res.protocol.transforms if t == "crop" or t not in READS]
+        r = [row for t in reads for row in detection_rows(res, dets, t, per_image if t == "crop" else None)]
         rows += r
-        summ = summary_rows(r, [j.name for j in dets], methods)
         what = "ImageNet classifiers authorized" if res.protocol.name == "detection" else "face recognisers authorized"
-        tables.append(transfer_table(summ, methods, f"{what} ({', '.join(_short(s) for s in res.protocol.authorized)}"
-                                     f"; mean over them), {len(res.protocol.files)} photos: survival of the clean "
-                                     "detections, mAP against them, new false detections per image"))
+        names = ", ".join(_short(s) for s in res.protocol.authorized)
+        for t in reads:
+            summ = summary_rows(r, [j.name for j in dets], methods, t)
+            how = "each detector's own whole-frame input" if t == "crop" else f"the file after {t}, then read so"
+            tables.append(transfer_table(summ, methods, f"{what} ({names}; mean over them), "
+                                         f"{len(res.protocol.files)} photos, {how}: survival of "
+                                         "the clean detections, mAP against them, new false detections per image"))
         tables.append(authorized_table(r, [j.name for j in dets]))
         figs += figure(res, dets, out / "figures" / safe_name(res.protocol.name), list(a.methods))
     meta = {"command": command, "machine": machine(), "date": results[0].started if results else "",
@@ -318,8 +335,9 @@ def run_detection(a: DetectionOptions, judges: Sequence[Any], skipped: Sequence[
             "detectors": {j.name: {"task": j.task, "threshold": j.threshold} for j in judges},
             "skipped_detectors": list(skipped), "eps": sorted({r["eps"] for r in rows if r["eps"] is not None}),
             "iou": a.iou}
-    report.write_json(out / "results.json", {"meta": meta, "rows": rows,
-                                             "summary": summary_rows(rows, [j.name for j in judges], methods)})
+    report.write_json(out / "results.json", {"meta": meta, "rows": rows, "summary": [
+        s for t in dict.fromkeys(r["transform"] for r in rows)
+        for s in summary_rows(rows, [j.name for j in judges], methods, t)]})
     report.write_csv(out / "results.csv", rows)
     report.write_csv(out / "per_image.csv", per_image)
     notes = notes_for(meta, bool(a.face_models), skipped)

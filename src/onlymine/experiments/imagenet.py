@@ -83,6 +83,7 @@ class ImagenetOptions:
     device: str = "auto"
     batch_size: int = 8
     progress: bool = True
+    report_only: bool = False
 
 
 def select_files(data: Path, subset: str, limit: int | None, split: str = "all") -> list[Path]:
@@ -151,7 +152,8 @@ def build_protocol(o: ImagenetOptions) -> Protocol:
         load_model=models.__getitem__, methods=methods,
         out=Path(o.out), labels=labels, subsets=subsets,
         overrides={"eps": o.eps, "alpha": o.alpha, "steps": o.steps, "lam": o.lam, "seed": o.seed},
-        transforms=transforms, device=str(device), batch_size=o.batch_size, progress=o.progress)
+        transforms=transforms, device=str(device), batch_size=o.batch_size, progress=o.progress,
+        report_only=o.report_only)
 
 
 def comparison(res: ProtocolResult, results: dict[str, Any]) -> str:

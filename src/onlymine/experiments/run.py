@@ -69,6 +69,7 @@ class Protocol:
     overrides: dict[str, Any] = field(default_factory=dict)
     transforms: Sequence[str] = tuple(TRANSFORMS)
     models: list[str] = field(default_factory=list)  # every model of the run (default: the authorized ones)
+    report_only: bool = False  # protect nothing: report the methods whose every cell an earlier run finished
     device: str = "cpu"
     batch_size: int = 8
     progress: bool = True
@@ -183,6 +184,8 @@ def run_protocol(p: Protocol) -> ProtocolResult:
                          "least one held out to judge")
     if len(set(names)) != len(names):
         raise ValueError("two photos have the same name; give each a distinct relative path")
+    if p.report_only:
+        p.methods = [m for m in p.methods if m.attack is None or _finished(p, m)]
     clean_cache: dict[tuple[str, str], Any] = {}
     clean = evaluate_pairs([Pair(n, f, f) for n, f in zip(names, p.files, strict=True)], p.judges, authorized=None,
                            labels=p.labels, transforms=p.transforms, cache_dir=p.out / CLEAN,
@@ -207,6 +210,19 @@ def run_protocol(p: Protocol) -> ProtocolResult:
                             batch_size=p.batch_size, progress=p.progress, desc=f"evaluate {m.key}/{safe_name(spec)}")
             job.settings, job.protect, job.evaluation = cell.settings, cell.protect, cell.evaluation
     return ProtocolResult(p, jobs, clean, restricted, time.perf_counter() - t0, started)
+
+
+def _finished(p: Protocol, m: Method) -> bool:
+    """Whether every cell of ``m`` has an evaluation and a manifest row per photo (``report_only``)."""
+    for spec in p.authorized:
+        folder = p.out / m.key / safe_name(spec)
+        manifest = folder / "manifest.jsonl"
+        rows = len(manifest.read_text().splitlines()) if manifest.is_file() else 0
+        if not (folder / "evaluation.json").is_file() or rows < len(p.files):
+            log.warning("--report-only: %s is not finished for %s (%d of %d photos): left out", m.key, spec, rows,
+                        len(p.files))
+            return False
+    return True
 
 
 def _protector(s: ProtectSettings, p: Protocol, spec: str) -> Callable[[], Protector]:

@@ -117,7 +117,7 @@ def test_preset_then_explicit_flags_override():
     low = parse("--preset", "low").config
     table = FMDPlusConfig.presets  # the default attack is FMD+
     assert parse("--preset", "low").attack == "fmd+"
-    assert (low.eps, low.alpha, low.steps) == (table["low"]["eps"], table["low"]["alpha"], table["low"]["steps"])
+    assert (low.eps, low.alpha, low.steps) == (table["low"]["eps"], table["low"]["alpha"], FMDPlusConfig().steps)
     mixed = parse("--preset", "low", "--steps", "7", "--eps", "6")
     assert mixed.config.steps == 7 and mixed.config.eps == pytest.approx(6 / 255)
     assert mixed.config.alpha == table["low"]["alpha"] and mixed.preset == "low"

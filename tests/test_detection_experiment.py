@@ -44,7 +44,9 @@ def test_experiment_writes_transfer_tables_and_figures(tiny_data: Path, tmp_path
             assert r["authorized_kept"] == 1.0
         assert 0 <= r["authorized_kept"] <= 1
         assert r["eps"] == pytest.approx(16 / 255)
-        assert r["n_clean"] >= 1 and 0 <= r["survival"] <= 1
+        # a JPEG or half-size copy may have no clean detection left to survive; the detector's own read has one
+        assert r["n_clean"] >= (1 if r["transform"] == "crop" else 0)
+        assert r["survival"] is None or 0 <= r["survival"] <= 1
     assert {s["detector"] for s in res["summary"]} >= {"average"}
     text = md.read_text()
     assert "survival" in text and "UniformNoise" in text and "img/detection-objects.png" in text

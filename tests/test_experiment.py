@@ -205,7 +205,8 @@ def test_baseline_claim_names_the_baselines_that_do_not_count(monkeypatch: pytes
           {"method": "fmd-paper", "label": "FMD", "authorized_min": 1.0, "unauthorized_mean": 0.48}]
     monkeypatch.setattr(aggregate, "overview", lambda *a, **k: ov)
     monkeypatch.setattr(aggregate, "matrix", lambda *a, **k: [])
-    res = SimpleNamespace(protocol=SimpleNamespace(methods=[SimpleNamespace(key=o["method"]) for o in ov]), jobs=[])
+    methods = [SimpleNamespace(key=o["method"], family=o["method"]) for o in ov]
+    res = SimpleNamespace(protocol=SimpleNamespace(methods=methods), jobs=[])
     claim = next(c for c in aggregate.checks(res) if "below every baseline" in c[0])
     assert claim[1] is True
     assert "none qualifies" in claim[2] and "not kept: UniformNoise 98.00% (authorized min 97.00%)" in claim[2]

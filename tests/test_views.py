@@ -83,7 +83,7 @@ def test_multi_view_settings_wiring_and_errors() -> None:
     s = ProtectSettings.build(model="tiny", attack="fmd+", steps=2, views=4, shuffle=3)
     atk = build_attack(clf, s)
     assert (atk.cfg.views, atk.cfg.shuffle) == (4, 3)
-    assert s.key() != ProtectSettings.build(model="tiny", attack="fmd+", steps=2).key()
+    assert s.key() != ProtectSettings.build(model="tiny", attack="fmd+", steps=2, views=2).key()
     for bad, flag in (({"views": 0}, "--views"), ({"shuffle": 1}, "--shuffle"), ({"shuffle": -2}, "--shuffle")):
         with pytest.raises(ValueError, match=flag):
             FMDPlus(clf, TINY_LAYER, **bad)

@@ -79,6 +79,6 @@ def run(a: argparse.Namespace) -> int:
               f"unauthorized {percent(o['unauthorized_mean']):>6s}%  n={o['n']}")
     for c in results["checks"]:
         print(f"{'holds' if c['holds'] else 'FAILS'}: {c['claim']} ({c['evidence']})")
-    print(f"written: {proto.out}/report.html, report.md, results.json, results.csv"
+    print(f"written: {a.results or proto.out}/report.html, report.md, results.json, results.csv"
           + (f", {a.markdown}" if a.markdown else ""))
     return 0

@@ -197,6 +197,12 @@ def run_imagenet(proto: Protocol, command: str, markdown: str | Path | None = No
     protocol's output folder, so that two reports can share its cells) and (with ``markdown``) the document."""
     res = run_protocol(proto)
     where = Path(results_dir) if results_dir else proto.out
-    results = write_outputs(res, where, TITLE, command)
-    publish(where, markdown_report(res, results, TITLE, comparison=comparison(res, results)), markdown)
+    title = TITLE
+    if len(proto.authorized) < len(proto.judges):  # --authorized: say who is, not "each model in turn"
+        from onlymine.report import short_name
+
+        title = (f"onlymine on ImageNet: {', '.join(short_name(s) for s in proto.authorized)} authorized, "
+                 "every model judging")
+    results = write_outputs(res, where, title, command)
+    publish(where, markdown_report(res, results, title, comparison=comparison(res, results)), markdown)
     return res, results

@@ -279,7 +279,7 @@ def evaluate(clean_dir: Path, outs: dict[str, Path], labels: dict[str, int]) -> 
     res = {}
     for method, folder in outs.items():
         ev = evaluate_pairs(pair_folders(clean_dir, folder), judges, authorized=SPEC, labels=labels,
-                            transforms=("none",), clean_cache=cache, progress=False)
+                            transforms=("crop",), clean_cache=cache, progress=False)
         rows = {r["judge"]: r for r in summarize(ev)}
         unauth = [rows[j]["accuracy"] for j in JUDGES]
         q = quality_summary(ev)

@@ -67,7 +67,12 @@ def describe() -> dict[str, Any]:
     info: dict[str, Any] = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                             "python": platform.python_version(), "torch": torch.__version__,
                             "torch_threads": torch.get_num_threads(), "cpu": cpu_peak(),
-                            "loadavg_start": list(os.getloadavg())}
+                            "loadavg_start": list(os.getloadavg()),
+                            # what the kernels may use: an ISA cap (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) emulates
+                            # an older CPU on this one
+                            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                            "isa_cap": {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+                                        if k in os.environ}}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

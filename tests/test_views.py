@@ -133,3 +133,35 @@ def test_robust_keep_checks_jpeg_and_half_size_copies() -> None:
         assert float((a - x).abs().max()) <= 8 / 255 + 1e-6
     assert atk.config()["robust_keep"] is True and isinstance(atk.keep, RobustKeep)
     assert [r["kept"] for r in atk.records] == (clf.predict(adv)[0] == y).tolist()
+
+
+@pytest.mark.parametrize("frame", [False, True])
+def test_held_views_compute_their_clean_features_once_per_draw(frame: bool, monkeypatch) -> None:
+    """--redraw K: a draw of views serves K steps; the clean image is run once per draw, not per step, and the
+    result stays a valid protection that differs from drawing every step."""
+    from onlymine.attacks import distortion as dist
+
+    clf = tiny_classifier()
+    xs = _images(2)
+    clean_batches: list[int] = []
+    original = dist.FeatureDistortion._clean
+
+    def counting(self, i, views, fixed):  # noqa: ANN001, ANN202
+        before = {k: len(c) for k, c in enumerate(self._cache)}
+        out = original(self, i, views, fixed)
+        clean_batches.append(int(len(self._cache[i]) > before[i] or not fixed))
+        return out
+
+    monkeypatch.setattr(dist.FeatureDistortion, "_clean", counting)
+    kw = dict(eps=8 / 255, alpha=2 / 255, steps=6, seed=2, views=2, shuffle=2, frame=frame)
+    held = FMDPlus(clf, TINY_LAYER, redraw=3, **kw)(xs)
+    computed_held, clean_batches[:] = sum(clean_batches), []
+    every = FMDPlus(clf, TINY_LAYER, redraw=1, **kw)(xs)
+    computed_every = sum(clean_batches)
+    # drawn at steps 0 and 3 (+ the final check reads the cached image): 2 batches, against one per step
+    assert computed_held == 2 and computed_every >= 6
+    for a, x in zip(held, xs, strict=True):
+        assert float((a - x).abs().max()) <= 8 / 255 + 1e-6 and 0 <= float(a.min()) <= float(a.max()) <= 1
+    assert any(not torch.equal(a, b) for a, b in zip(held, every, strict=True))
+    with pytest.raises(ValueError, match="--redraw"):
+        FMDPlus(clf, TINY_LAYER, redraw=0)

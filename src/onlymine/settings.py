@@ -40,7 +40,8 @@ class RuntimeConfig(Config):
     """How the attack computes (docs/performance.md): each is on only where the benchmark showed it keeps the
     protection. They can change the output's last bits, so they are part of the resume key."""
 
-    precision: str = option("auto", "autocast precision of the attack (auto: bf16 only on hardware with it)",
+    precision: str = option("auto", "autocast precision of the attack (auto: bf16 on CUDA GPUs with it; fp32 on "
+                            "CPUs, where bf16 was measured slower even with AMX)",
                             choices=PRECISIONS)
     channels_last: bool = option(True, "NHWC memory layout for the networks")
     fold_bn: bool = option(True, "fold BatchNorm into convolutions (same function)")

@@ -70,28 +70,31 @@ class FeatureDistortion:
 
     @torch.no_grad()
     def _clean(self, i: int, views: Sequence[View], fixed: bool) -> list[dict[str, torch.Tensor]]:
-        """Clean features of model ``i`` under each view: views of a fixed bank (and the image itself) are
-        computed once each; fresh views once per step, together."""
+        """Clean features of model ``i`` under each view, the missing ones in one batch. The image itself and
+        ``fixed`` views (a bank, or views held for several steps) are kept for the next steps; :meth:`forget`
+        drops the held ones when a new draw replaces them."""
         clf, names, _ = self.models[i]
         cache, out = self._cache[i], [None] * len(views)
-        fresh = []
+        missing = []
         for k, v in enumerate(views):  # views are frozen records: equal views share their clean features
             if v in cache:
                 out[k] = cache[v]
-            elif fixed or v is None:
-                with clf.taps.capture(names) as feats:
-                    clf.run_net(self._input(i, v, clf.preprocess(self.x0), None if v is None else self.levels0()))
-                out[k] = cache[v] = dict(feats)
             else:
-                fresh.append(k)
-        if fresh:
-            framed = any(isinstance(views[k], Framed) for k in fresh)
+                missing.append(k)
+        if missing:
+            framed = any(isinstance(views[k], Framed) for k in missing)
             levels = self.levels0() if framed else None
             with clf.taps.capture(names) as feats:
-                clf.run_net(torch.cat([self._input(i, views[k], self.z0[i], levels) for k in fresh]))
-            for j, k in enumerate(fresh):
+                clf.run_net(torch.cat([self._input(i, views[k], self.z0[i], levels) for k in missing]))
+            for j, k in enumerate(missing):
                 out[k] = {name: f[j * self.n : (j + 1) * self.n] for name, f in feats.items()}
+                if fixed or views[k] is None:
+                    cache[views[k]] = out[k]
         return out  # type: ignore[return-value]
+
+    def forget(self) -> None:
+        """Drop the clean features of held views (not the image's own)."""
+        self._cache = [{None: c[None]} if None in c else {} for c in self._cache]
 
     def __call__(self, x: list[torch.Tensor], views: Sequence[View],
                  fixed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

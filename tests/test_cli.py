@@ -117,7 +117,7 @@ def test_preset_then_explicit_flags_override():
     low = parse("--preset", "low").config
     table = FMDPlusConfig.presets  # the default attack is FMD+
     assert parse("--preset", "low").attack == "fmd+"
-    assert (low.eps, low.alpha, low.steps) == (table["low"]["eps"], table["low"]["alpha"], table["low"]["steps"])
+    assert (low.eps, low.alpha, low.steps) == (table["low"]["eps"], table["low"]["alpha"], FMDPlusConfig().steps)
     mixed = parse("--preset", "low", "--steps", "7", "--eps", "6")
     assert mixed.config.steps == 7 and mixed.config.eps == pytest.approx(6 / 255)
     assert mixed.config.alpha == table["low"]["alpha"] and mixed.preset == "low"
@@ -131,11 +131,11 @@ def test_preset_then_explicit_flags_override():
     assert default.preset == "high" and default.config == FMDPlusConfig() and default.config.texture is True
 
 
-def test_fast_preset_is_fmd_plus_with_fewer_steps_and_views():
+def test_fast_preset_is_fmd_plus_with_fewer_steps_held_views_and_a_small_keep_weight():
     fast = parse("--preset", "fast")
     assert fast.attack == "fmd+" and fast.config.steps < FMDPlusConfig().steps
-    assert fast.config.views < FMDPlusConfig().views
-    assert fast.config.eps == pytest.approx(16 / 255) and fast.config.alpha == pytest.approx(8 / 255)
+    assert fast.config.redraw > FMDPlusConfig().redraw == 1 and fast.config.lam == pytest.approx(0.01)
+    assert fast.config.eps == pytest.approx(16 / 255) and fast.config.alpha == pytest.approx(6 / 255)
     with pytest.raises(ValueError, match="'fast' is not a preset of attack fmd.*it is one of fmd\\+"):
         ProtectSettings.build(preset="fast", attack="fmd")
     with pytest.raises(ValueError, match="'extreme' is not a preset"):

@@ -82,10 +82,10 @@ def test_settings_and_build_attack_wire_fmd_plus() -> None:
     tiny = tiny.changed(**resolve(tiny.config, tiny_classifier()).changes())
     atk = build_attack(tiny_classifier(), tiny)
     assert isinstance(atk, Exported) and atk.layers and atk.cfg.momentum == 1.0 and atk.cfg.diversity == 0.0
-    assert atk.cfg.lam == 0.01 and atk.cfg.keep_margin == 0.1  # fp32 tiny model
+    assert atk.cfg.lam == 10.0 and atk.cfg.keep_margin == 0.1  # fp32 tiny model
     adv = atk(_images(2))
     assert all(float((a - x).abs().max()) <= tiny.config.eps + 1e-6 for a, x in zip(adv, _images(2), strict=True))
-    assert retry_changes(tiny, 0) == {"lam": pytest.approx(0.1), "seed": 1}
+    assert retry_changes(tiny, 0) == {"lam": 100.0, "seed": 1}
     assert retry_changes(ProtectSettings.build(attack="fmd", lam=0.01), 1)["keep_best"] is True
     assert retry_changes(ProtectSettings.build(attack="pgd"), 0) is None
     # an FMD+ option is refused for FMD, naming the flag

@@ -12,29 +12,21 @@ import json
 import sys
 from pathlib import Path
 
-from onlymine.evaluate import Evaluation, quality_summary, summarize
+from onlymine.evaluate import Evaluation
+from onlymine.experiments.threat_report import suite_row
 
 
 def cell_row(folder: Path) -> str:
     ev = Evaluation.from_dict(json.loads((folder / "evaluation.json").read_text()))
-    auth = ev.meta["authorized"]
-    per: dict[str, list[float]] = {}
-    kept = {}
-    for r in summarize(ev):
-        if r["judge"] == auth:
-            kept[r["transform"]] = r["agreement"]
-        elif r["agreement"] is not None:
-            per.setdefault(r["transform"], []).append(r["agreement"])
-    agree = {t: 100 * sum(v) / len(v) for t, v in per.items()}
-    worst = max(agree, key=lambda t: agree[t])
-    q = quality_summary(ev)
+    r = suite_row(ev, ev.meta["authorized"])
+    agree, kept = {t: 100 * v for t, v in r["unauthorized"].items()}, r["authorized_kept"]
     rows = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines() if line.strip()]
-    latest = {r["input"]: r for r in rows}.values()
-    sec = sum(float(r.get("seconds") or 0) for r in latest) / max(1, len(latest))
-    return (f"| {folder.name} | {q['n']} | {agree['crop']:.1f} | {agree['full']:.1f} | {agree['jpeg75']:.1f} | "
-            f"{agree[worst]:.1f} ({worst}) | {sum(agree.values()) / len(agree):.1f} | {100 * kept['crop']:.0f} / "
-            f"{100 * kept['full']:.0f} | {q['psnr']:.2f} | {q['ssim']:.3f} | {q['haarpsi']:.3f} | "
-            f"{q['ring_ratio']:.2f} | {sec:.2f} |")
+    latest = {row["input"]: row for row in rows}.values()
+    sec = sum(float(row.get("seconds") or 0) for row in latest) / max(1, len(latest))
+    return (f"| {folder.name} | {r['n']} | {agree['crop']:.1f} | {agree['full']:.1f} | {agree['jpeg75']:.1f} | "
+            f"{100 * r['worst']:.1f} ({r['worst_pipeline']}) | {100 * r['mean']:.1f} | {100 * kept['crop']:.0f} / "
+            f"{100 * kept['full']:.0f} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['haarpsi']:.3f} | "
+            f"{r['ring_ratio']:.2f} | {sec:.2f} |")
 
 
 def main(argv: list[str] | None = None) -> int:

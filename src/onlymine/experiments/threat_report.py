@@ -8,35 +8,45 @@ Agreement is over every photo of the run (it needs no label), not only the restr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
 from onlymine import report
-from onlymine.evaluate import quality_summary, summarize
+from onlymine.evaluate import Evaluation, quality_summary, summarize
 from onlymine.experiments.aggregate import surrogate_judges
 from onlymine.experiments.run import Job, ProtocolResult
 
 
-def threat_row(res: ProtocolResult, job: Job) -> dict[str, Any]:
-    """One (method, authorized) cell through the suite (fractions; ``None`` where a pipeline was not judged)."""
-    assert job.evaluation is not None
-    auth = res.protocol.judge_of(job.authorized)
-    skip = surrogate_judges(res, job) | {auth}
-    rows = summarize(job.evaluation)
-    pipes = [t for t in res.protocol.transforms if any(r["transform"] == t for r in rows)]
-    unauth = {t: report.mean(r["agreement"] for r in rows if r["transform"] == t and r["judge"] not in skip)
+def suite_row(ev: Evaluation, authorized: str, skip: Set[str] = frozenset(),
+              pipelines: Sequence[str] | None = None) -> dict[str, Any]:
+    """One evaluation through the suite (fractions; ``None`` where a pipeline was not judged): the unauthorized
+    agreement per pipeline (mean over the judges other than ``authorized`` and ``skip``), the authorized
+    prediction kept per pipeline, the worst pipeline and the mean, and the quality means."""
+    rows = summarize(ev)
+    pipes = [t for t in (pipelines or dict.fromkeys(r["transform"] for r in rows))
+             if any(r["transform"] == t for r in rows)]
+    unauth = {t: report.mean(r["agreement"] for r in rows
+                             if r["transform"] == t and r["judge"] not in skip and r["judge"] != authorized)
               for t in pipes}
-    kept = {t: next((r["agreement"] for r in rows if r["transform"] == t and r["judge"] == auth), None)
+    kept = {t: next((r["agreement"] for r in rows if r["transform"] == t and r["judge"] == authorized), None)
             for t in pipes}
     have = {t: v for t, v in unauth.items() if v is not None}
-    q = quality_summary(job.evaluation)
-    return {"method": job.method.key, "family": job.method.family, "label": job.method.label,
-            "authorized": job.authorized, "n": q["n"], "unauthorized": unauth, "authorized_kept": kept,
+    q = quality_summary(ev)
+    return {"n": q["n"], "unauthorized": unauth, "authorized_kept": kept,
             "worst": max(have.values()) if have else None,
             "worst_pipeline": max(have, key=lambda t: have[t]) if have else None,
             "mean": report.mean(have.values()), "psnr": q.get("psnr"), "ssim": q.get("ssim"),
-            "haarpsi": q.get("haarpsi"), "ring_ratio": q.get("ring_ratio"),
+            "haarpsi": q.get("haarpsi"), "ring_ratio": q.get("ring_ratio")}
+
+
+def threat_row(res: ProtocolResult, job: Job) -> dict[str, Any]:
+    """One (method, authorized) cell through the suite (:func:`suite_row`)."""
+    assert job.evaluation is not None
+    auth = res.protocol.judge_of(job.authorized)
+    row = suite_row(job.evaluation, auth, surrogate_judges(res, job), res.protocol.transforms)
+    return {"method": job.method.key, "family": job.method.family, "label": job.method.label,
+            "authorized": job.authorized, **row,
             "seconds_per_image": job.protect.get("seconds_per_image") if job.protect else None}
 
 

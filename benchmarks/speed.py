@@ -247,8 +247,9 @@ def step_compare(files: list[Path], a: argparse.Namespace, reps: int = 3) -> dic
         "onlymine_fmd": [FMD(fast, d["layer"], eps=eps, alpha=alpha, steps=n, lam=d["lam"], keep_best=True)
                          for n in (1, 1 + k)],
         # one forward/backward pass per step, the work of a PGD step: FMD+ with one view per step from its bank
+        # (resampled without the antialiasing filter, --no-antialias)
         "onlymine_fmd_plus": [FMDPlus(fast, plus_layers, eps=eps, alpha=alpha / 2, steps=n, views=1, frame=False,
-                                      shuffle=0) for n in (1, 1 + k)],
+                                      shuffle=0, antialias=False) for n in (1, 1 + k)],
         # the default preset's step: the image and its views, (views + 1) passes per step
         "onlymine_fmd_plus_default": [FMDPlus(fast, plus_layers, steps=n) for n in (1, 1 + k)],
     }

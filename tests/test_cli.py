@@ -131,11 +131,12 @@ def test_preset_then_explicit_flags_override():
     assert default.preset == "high" and default.config == FMDPlusConfig() and default.config.texture is True
 
 
-def test_fast_preset_is_fmd_plus_with_fewer_steps_held_views_and_a_small_keep_weight():
-    fast = parse("--preset", "fast")
-    assert fast.attack == "fmd+" and fast.config.steps < FMDPlusConfig().steps
-    assert fast.config.redraw > FMDPlusConfig().redraw == 1 and fast.config.lam == pytest.approx(0.01)
-    assert fast.config.eps == pytest.approx(16 / 255) and fast.config.alpha == pytest.approx(6 / 255)
+def test_fast_preset_is_fmd_plus_with_fewer_steps_cheaper_views_and_a_small_keep_weight():
+    fast, default = parse("--preset", "fast"), FMDPlusConfig()
+    assert fast.attack == "fmd+" and fast.config.steps < default.steps and fast.config.views > default.views
+    assert fast.config.redraw > default.redraw == 1 and fast.config.lam == pytest.approx(0.01)
+    assert fast.config.view_scale < default.view_scale == 1.0 and fast.config.antialias is False < default.antialias
+    assert fast.config.eps == pytest.approx(16 / 255) and fast.config.alpha == pytest.approx(5 / 255)
     with pytest.raises(ValueError, match="'fast' is not a preset of attack fmd.*it is one of fmd\\+"):
         ProtectSettings.build(preset="fast", attack="fmd")
     with pytest.raises(ValueError, match="'extreme' is not a preset"):

@@ -165,3 +165,76 @@ def test_held_views_compute_their_clean_features_once_per_draw(frame: bool, monk
     assert any(not torch.equal(a, b) for a, b in zip(held, every, strict=True))
     with pytest.raises(ValueError, match="--redraw"):
         FMDPlus(clf, TINY_LAYER, redraw=0)
+
+
+def test_feature_passes_stop_after_the_deepest_tap() -> None:
+    """run_features: the layers after the deepest tap never run (the distortion needs no logits), and the
+    features are those of the whole pass."""
+    clf = tiny_classifier()
+    ran: list[str] = []
+    handle = clf.net[6].register_forward_hook(lambda *_: ran.append("linear"))
+    z = torch.rand(2, 3, 32, 32)
+    feats = clf.run_features(z, [TINY_LAYER])
+    assert ran == []
+    with clf.taps.capture([TINY_LAYER]) as full:
+        clf.run_net(z)
+    assert ran == ["linear"] and torch.equal(feats[TINY_LAYER], full[TINY_LAYER])
+    handle.remove()
+
+
+def test_view_scale_reads_the_random_views_smaller_and_the_image_at_its_input_size() -> None:
+    from onlymine.attacks import samplers
+    from onlymine.attacks.distortion import FeatureDistortion
+    from onlymine.attacks.samplers import FrameViews
+
+    assert not samplers.needs_antialias(2.0, 1.3) and samplers.needs_antialias(1.0, 2.5)
+    clf = tiny_classifier()
+    shapes: list[tuple[int, ...]] = []
+    handle = clf.net[0].register_forward_pre_hook(lambda _m, inp: shapes.append(tuple(inp[0].shape)))
+    xs = _images(2)
+    dist = FeatureDistortion(clf, [TINY_LAYER], scale=0.75)
+    dist.prepare(xs)
+    assert dist.small(0) == (24, 24) and dist.side == 48
+    views = FrameViews(3, "bsr", 2).draw(torch.Generator().manual_seed(0), 32, 32)
+    first, rest, logits = dist([x.clone().requires_grad_(True) for x in xs], views, False)
+    handle.remove()
+    # clean: the image (32) and the 3 views (24) in one batch per size; then the image with logits, the views
+    assert sorted(shapes) == sorted([(2, 3, 32, 32), (6, 3, 24, 24), (2, 3, 32, 32), (6, 3, 24, 24)])
+    assert logits.shape == (2, 5) and first.shape == rest.shape == (2,)
+    assert float(first.detach().abs().max()) < 1e-9 and float(rest.detach().abs().max()) < 1e-9  # clean itself
+    out = FMDPlus(clf, TINY_LAYER, eps=8 / 255, alpha=2 / 255, steps=3, seed=0, views=3, view_scale=0.75)(xs)
+    for a, x in zip(out, xs, strict=True):
+        assert a.shape == x.shape and float((a - x).abs().max()) <= 8 / 255 + 1e-6
+    assert any(float((a - x).abs().max()) > 0 for a, x in zip(out, xs, strict=True))
+
+
+def test_plain_bilinear_views_are_an_option_that_changes_only_the_resampling() -> None:
+    from onlymine.attacks.samplers import FULL, FrameCrop, frame_input, pyramid
+
+    x = [torch.rand(3, 64, 80, generator=torch.Generator().manual_seed(5))]
+    mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    box = FrameCrop(0.1, 0.2, 0.9, 0.8)
+    aa, plain = (frame_input(x, box, (32, 32), mean, std, antialias=a) for a in (True, False))
+    assert aa.shape == plain.shape == (1, 3, 32, 32) and not torch.equal(aa, plain)
+    assert float((aa - plain).abs().mean()) < 0.1  # the same picture, resampled differently
+    # over 2x, the filter is used either way (plain bilinear would skip pixels)
+    assert torch.equal(frame_input(x, FULL, (16, 16), mean, std, antialias=False),
+                       frame_input(x, FULL, (16, 16), mean, std, antialias=True))
+    assert torch.equal(pyramid(x, 16, False)[0], pyramid(x, 16, True)[0])
+    clf, xs = tiny_classifier(), _images(2)
+    kw = dict(eps=8 / 255, alpha=2 / 255, steps=3, seed=0, views=2)
+    a, b = FMDPlus(clf, TINY_LAYER, **kw)(xs), FMDPlus(clf, TINY_LAYER, antialias=False, **kw)(xs)
+    assert any(not torch.equal(p, q) for p, q in zip(a, b, strict=True))
+    assert all(float((q - x).abs().max()) <= 8 / 255 + 1e-6 for q, x in zip(b, xs, strict=True))
+
+
+def test_keep_freed_memory_sets_glibc_once() -> None:
+    import platform
+    import sys
+
+    from onlymine.runtime import keep_freed_memory
+
+    ok = keep_freed_memory()
+    assert ok is keep_freed_memory()  # cached: asked once per process
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert ok is glibc

@@ -46,6 +46,8 @@ class RuntimeConfig(Config):
     channels_last: bool = option(True, "NHWC memory layout for the networks")
     fold_bn: bool = option(True, "fold BatchNorm into convolutions (same function)")
     compile: bool = option(False, "torch.compile the untapped stages (slow start; measured slower on CPU)")
+    keep_memory: bool = option(True, "Linux: glibc keeps freed memory for the next step instead of mapping it "
+                               "afresh (fewer page faults; resident memory stays at its peak)")
 
 
 SECTIONS = {"output": OutputConfig, "runtime": RuntimeConfig}

@@ -61,29 +61,39 @@ View = Transform | Framed | None  # None: the photo through the published crop
 
 
 def frame_input(levels: list[torch.Tensor], frame: FrameCrop, size: tuple[int, int], mean: Any,
-                std: Any) -> torch.Tensor:
-    """The normalised (N, 3, h, w) batch of ``frame`` of each photo (``levels``: the photos, or smaller copies)."""
+                std: Any, antialias: bool = True) -> torch.Tensor:
+    """The normalised (N, 3, h, w) batch of ``frame`` of each photo (``levels``: the photos, or smaller copies);
+    ``antialias=False``: the filter only where the box is over twice the size (:func:`needs_antialias`)."""
     crops = []
     for x in levels:
         t, left, bh, bw = frame.box(*x.shape[-2:])
+        aa = antialias or needs_antialias(bh / size[0], bw / size[1])
         crops.append(F.interpolate(x[None, :, t : t + bh, left : left + bw], size=size, mode="bilinear",
-                                   align_corners=False, antialias=True))
+                                   align_corners=False, antialias=aa))
     batch = torch.cat(crops)
     m = torch.tensor(mean, device=batch.device, dtype=batch.dtype).view(1, -1, 1, 1)
     s = torch.tensor(std, device=batch.device, dtype=batch.dtype).view(1, -1, 1, 1)
     return (batch - m) / s
 
 
-def pyramid(x: list[torch.Tensor], side: int) -> list[torch.Tensor]:
+def pyramid(x: list[torch.Tensor], side: int, antialias: bool = True) -> list[torch.Tensor]:
     """Each photo with its shorter side brought down to ``side`` (never up): whole-frame views read these smaller
     copies, so each step resamples the full-resolution photo once, however many views it takes."""
     out = []
     for xi in x:
         short = min(xi.shape[-2:])
+        aa = antialias or needs_antialias(short / side)
         out.append(xi if short <= side else F.interpolate(xi[None], scale_factor=side / short, mode="bilinear",
-                                                          align_corners=False, antialias=True,
+                                                          align_corners=False, antialias=aa,
                                                           recompute_scale_factor=False)[0])
     return out
+
+
+def needs_antialias(*factors: float) -> bool:
+    """Whether a bilinear downscale by these factors needs the antialiasing filter: up to 2x, plain bilinear
+    already reads (and sends gradient to) every input pixel, and its backward pass costs a fraction of the
+    antialiased one's on CPUs. Random views need no exact resampling; the published pipeline keeps its own."""
+    return max(factors) > 2
 
 
 def apply_view(view: Transform | None, z: torch.Tensor) -> torch.Tensor:
@@ -103,8 +113,8 @@ class BankViews:
 
     fixed = True
 
-    def __init__(self, size: int, gen: torch.Generator, n: int = 6, p: float = 0.7) -> None:
-        self.bank: list[View] = [None, *(ResizePad.draw(size, gen) for _ in range(n))]
+    def __init__(self, size: int, gen: torch.Generator, n: int = 6, p: float = 0.7, antialias: bool = True) -> None:
+        self.bank: list[View] = [None, *(ResizePad.draw(size, gen, antialias=antialias) for _ in range(n))]
         self.p = float(p)
 
     def draw(self, gen: torch.Generator, h: int, w: int) -> list[View]:
@@ -122,11 +132,12 @@ class FreshViews:
 
     fixed = False
 
-    def __init__(self, n: int, transform: str = "resize", blocks: int = 3) -> None:
-        self.n, self.transform, self.blocks = int(n), transform, int(blocks)
+    def __init__(self, n: int, transform: str = "resize", blocks: int = 3, antialias: bool = True) -> None:
+        self.n, self.transform, self.blocks, self.antialias = int(n), transform, int(blocks), antialias
 
     def draw(self, gen: torch.Generator, h: int, w: int) -> list[View]:
-        return [None, *(draw_transform(self.transform, h, w, self.blocks, gen) for _ in range(self.n))]
+        return [None, *(draw_transform(self.transform, h, w, self.blocks, gen, self.antialias)
+                        for _ in range(self.n))]
 
 
 
@@ -134,13 +145,14 @@ class FreshViews:
 TRANSFORMS = ("none", "resize", "bsr", "sia")
 
 
-def draw_transform(kind: str, h: int, w: int, blocks: int, gen: torch.Generator) -> Transform | None:
+def draw_transform(kind: str, h: int, w: int, blocks: int, gen: torch.Generator,
+                   antialias: bool = True) -> Transform | None:
     if kind == "bsr":
         return BlockShuffle.draw(h, w, blocks, gen)
     if kind == "sia":
         return BlockTransform.draw(h, w, blocks, gen)
     if kind == "resize":
-        return ResizePad.draw(h, gen)
+        return ResizePad.draw(h, gen, antialias=antialias)
     return None
 
 
@@ -150,9 +162,10 @@ class FrameViews:
 
     fixed = False
 
-    def __init__(self, n: int, transform: str = "bsr", blocks: int = 3) -> None:
-        self.n, self.transform, self.blocks = int(n), transform, int(blocks)
+    def __init__(self, n: int, transform: str = "bsr", blocks: int = 3, antialias: bool = True) -> None:
+        self.n, self.transform, self.blocks, self.antialias = int(n), transform, int(blocks), antialias
 
     def draw(self, gen: torch.Generator, h: int, w: int) -> list[View]:
         frames = [FULL, *(FrameCrop.draw(gen) for _ in range(self.n - 1))]
-        return [None, *(Framed(f, draw_transform(self.transform, h, w, self.blocks, gen)) for f in frames)]
+        return [None, *(Framed(f, draw_transform(self.transform, h, w, self.blocks, gen, self.antialias))
+                        for f in frames)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from onlymine.models.cfg import ModelCfg
-from onlymine.models.taps import FeatureTaps
+from onlymine.models.taps import FeatureTaps, StopForward
 
 
 class Classifier(nn.Module):
@@ -102,6 +103,13 @@ class Classifier(nn.Module):
             return self.net(x)
         with torch.autocast(x.device.type, dtype=self.amp_dtype):
             return self.net(x).float()
+
+    def run_features(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The named feature maps of a preprocessed batch; the network stops after the deepest of them (a
+        distortion term that needs no logits skips the rest of the forward and backward pass)."""
+        with self.taps.capture(layers, stop=True) as feats, contextlib.suppress(StopForward):
+            self.run_net(x)
+        return dict(feats)
 
     def forward_features(
         self, images: torch.Tensor | Sequence[torch.Tensor], layers: Sequence[str]

@@ -34,6 +34,11 @@ def _first_tensor(out: object) -> torch.Tensor | None:
     return None
 
 
+class StopForward(Exception):
+    """Raised by a :meth:`FeatureTaps.capture` with ``stop=True`` once every tap has fired: the layers after the
+    deepest tap are not needed (caught by :meth:`~onlymine.models.Classifier.run_features`)."""
+
+
 class FeatureTaps:
     """Capture outputs of named submodules of ``net`` during a forward pass."""
 
@@ -56,17 +61,22 @@ class FeatureTaps:
         return module
 
     @contextmanager
-    def capture(self, layers: Sequence[str], detach: bool = False,
-                strict: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+    def capture(self, layers: Sequence[str], detach: bool = False, strict: bool = True,
+                stop: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+        """Record the outputs of ``layers`` during the forward passes run inside the block; with ``stop`` the
+        pass raises :class:`StopForward` as soon as all of them are recorded."""
         feats: dict[str, torch.Tensor] = {}
         handles = []
-        for name in dict.fromkeys(layers):
+        wanted = list(dict.fromkeys(layers))
+        for name in wanted:
             module = self.resolve(name)
 
             def hook(_m: nn.Module, _inp: object, out: object, name: str = name) -> None:
                 t = _first_tensor(out)
                 if t is not None:
                     feats[name] = t.detach() if detach else t
+                if stop and len(feats) == len(wanted):
+                    raise StopForward
 
             handles.append(module.register_forward_hook(hook))
         try:

@@ -25,7 +25,7 @@ from onlymine.models.fast import fast_classifier, resolve_precision
 from onlymine.protect.build import build_attack, load_surrogates, retry_changes
 from onlymine.protect.manifest import Claims, Outcome, error_row, file_check, make_row
 from onlymine.protect.targets import Batch, Target, WholeImage
-from onlymine.runtime import pick_device
+from onlymine.runtime import keep_freed_memory, pick_device
 from onlymine.settings import ProtectSettings
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ class Protector:
 
     def __init__(self, settings: ProtectSettings, device: str = "auto", model: Classifier | None = None) -> None:
         self.device = pick_device(device)
+        if settings.runtime.keep_memory:
+            keep_freed_memory()
         self.model = model if model is not None else load_model(settings.model, device=self.device)
         self.target = self.make_target()
         r = settings.runtime

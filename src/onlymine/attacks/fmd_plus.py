@@ -34,7 +34,7 @@ class FMDPlusConfig(StepConfig):
         "low": {"eps": 4 / 255, "alpha": 0.5 / 255, "texture": False},
         # eps 10 in a texture budget that leaves flat regions 30% of it, the default's views held 5 steps, no robust
         # keep (it alone made each step about twice as slow): 24.4% through the crop and 26.7% through the worst
-        # pipeline on the 30 tuning photos (the robust-keep mid before it: 21.1% / 24.4%) at 1.8x its speed;
+        # pipeline on the 30 tuning photos (the robust-keep mid before it: 21.1% / 24.4%) at 2.2x its speed;
         # it misses the threat-suite issue's PSNR 31 / SSIM 0.88 targets (docs/speed-check.md, docs/beyond.md)
         "mid": {"eps": 10 / 255, "alpha": 0.0049, "texture_floor": 0.3, "redraw": 5},
         "high": {},

@@ -202,6 +202,8 @@ def test_view_scale_reads_the_random_views_smaller_and_the_image_at_its_input_si
     assert sorted(shapes) == sorted([(2, 3, 32, 32), (6, 3, 24, 24), (2, 3, 32, 32), (6, 3, 24, 24)])
     assert logits.shape == (2, 5) and first.shape == rest.shape == (2,)
     assert float(first.detach().abs().max()) < 1e-9 and float(rest.detach().abs().max()) < 1e-9  # clean itself
+    with pytest.raises(ValueError, match="view"):
+        FMDPlus(clf, TINY_LAYER, view_scale=0.1)  # a view a tenth of the input is no view of the photo
     out = FMDPlus(clf, TINY_LAYER, eps=8 / 255, alpha=2 / 255, steps=3, seed=0, views=3, view_scale=0.75)(xs)
     for a, x in zip(out, xs, strict=True):
         assert a.shape == x.shape and float((a - x).abs().max()) <= 8 / 255 + 1e-6

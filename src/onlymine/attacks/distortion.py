@@ -64,13 +64,13 @@ class FeatureDistortion:
         h, w = self.z0[i].shape[-2:]
         return (h, w) if self.scale == 1 else (max(1, round(h * self.scale)), max(1, round(w * self.scale)))
 
-    def _input(self, i: int, view: View, z: torch.Tensor, levels: list[torch.Tensor] | None) -> torch.Tensor:
-        """Model ``i``'s input batch under ``view``: a transformation of its crop ``z`` (already at the view's
-        size), or a box of the frame at ``z``'s size."""
+    def _input(self, i: int, view: View, z: torch.Tensor, levels: list[torch.Tensor] | None,
+               size: Size) -> torch.Tensor:
+        """Model ``i``'s input batch under ``view`` at ``size``: a transformation of its crop ``z`` (already at
+        that size), or a box of the frame."""
         if isinstance(view, Framed):
             assert levels is not None
             cfg = self.models[i][0].cfg
-            size = (int(z.shape[-2]), int(z.shape[-1]))
             return apply_view(view.then, frame_input(levels, view.frame, size, cfg.mean, cfg.std, self.antialias))
         return apply_view(view, z)
 
@@ -89,8 +89,10 @@ class FeatureDistortion:
             return [first, *views[1:]]
         return [first, *(scale_view(v, ht, wt, ht / h) for v in views[1:])]
 
-    def _at(self, z: torch.Tensor, size: Size) -> torch.Tensor:
-        if tuple(z.shape[-2:]) == tuple(size):
+    def _at(self, z: torch.Tensor, size: Size, views: Sequence[View]) -> torch.Tensor:
+        """``z`` resampled to ``size`` for ``views`` (left as it is when none of them reads the crop: a box of the
+        frame reads the photo)."""
+        if tuple(z.shape[-2:]) == tuple(size) or all(isinstance(v, Framed) for v in views):
             return z
         aa = self.antialias or needs_antialias(z.shape[-2] / size[0], z.shape[-1] / size[1])
         return F.interpolate(z, size=size, mode="bilinear", align_corners=False, antialias=aa)
@@ -112,8 +114,8 @@ class FeatureDistortion:
                 missing.setdefault(sizes[k], []).append(k)  # type: ignore[arg-type]
         for size, ks in missing.items():
             levels = self.levels0() if any(isinstance(views[k], Framed) for k in ks) else None
-            z = self._at(self.z0[i], size)
-            feats = clf.run_features(torch.cat([self._input(i, views[k], z, levels) for k in ks]), names)
+            z = self._at(self.z0[i], size, [views[k] for k in ks])
+            feats = clf.run_features(torch.cat([self._input(i, views[k], z, levels, size) for k in ks]), names)
             for j, k in enumerate(ks):
                 out[k] = {name: f[j * self.n : (j + 1) * self.n] for name, f in feats.items()}
                 if fixed or views[k] is None:
@@ -133,17 +135,19 @@ class FeatureDistortion:
             vs = self._views(i, views)
             clean = self._clean(i, vs, fixed)
             z = clf.preprocess(x)
+            full: Size = (int(z.shape[-2]), int(z.shape[-1]))
             if i == 0:  # the authorized first view: the whole network, for the keep term's logits
                 with clf.taps.capture(names) as captured:
-                    logits0 = clf.run_net(self._input(i, vs[0], z, levels))
+                    logits0 = clf.run_net(self._input(i, vs[0], z, levels, full))
                     feats = dict(captured)
             else:
-                feats = clf.run_features(self._input(i, vs[0], z, levels), names)
+                feats = clf.run_features(self._input(i, vs[0], z, levels, full), names)
             d = relative_distortion(feats, clean[0])
             first = d * weight if first is None else first + d * weight
             if len(vs) > 1:
-                zs = self._at(z, self.small(i))
-                feats = clf.run_features(torch.cat([self._input(i, v, zs, levels) for v in vs[1:]]), names)
+                small = self.small(i)
+                zs = self._at(z, small, vs[1:])
+                feats = clf.run_features(torch.cat([self._input(i, v, zs, levels, small) for v in vs[1:]]), names)
                 rest_clean = {name: torch.cat([c[name] for c in clean[1:]]) for name in names}
                 r = weight * relative_distortion(feats, rest_clean).view(len(vs) - 1, n).sum(0)
                 rest = r if rest is None else rest + r

@@ -40,7 +40,7 @@ class FMDPlusConfig(StepConfig):
         "high": {},
         # 8 views x 12 steps read at 0.714 of the input side, plain bilinear views, views held 4, keep weight 0.01:
         # 7.8% / 12.2% through the crop / the worst pipeline on the 30 tuning photos (docs/view-scale-tune.md) at
-        # about 4x the naive paper loop (docs/performance.md); on the fresh photos 12.2% / 13.0% through the crop
+        # 3.5x the naive paper loop (docs/performance.md); on the fresh photos 12.2% / 13.0% through the crop
         # (two seeds), against the default's 3.3% / 3.3% (docs/results-fresh.md, docs/results-fresh-fp32.md)
         "fast": {"views": 8, "steps": 12, "alpha": 5 / 255, "redraw": 4, "lam": 0.01, "view_scale": 0.714,
                  "antialias": False},
@@ -69,7 +69,7 @@ class FMDPlusConfig(StepConfig):
                           "views and more means BSR)", minimum=0, metavar="BLOCKS")
     view_scale: float = option(1.0, "side of the random views as a share of the model's input side (the image "
                                "itself is always read at the input size): smaller is a cheaper pass",
-                               above=0.0, maximum=1.0, metavar="S")
+                               minimum=0.25, maximum=1.0, metavar="S")
     antialias: bool = option(True, "resample the random views with the antialiasing filter (off: plain bilinear "
                              "where a view shrinks at most 2x, a cheaper backward pass on CPUs); the published "
                              "pipeline always keeps its own")

@@ -139,16 +139,14 @@ def _compile_stages(clf: Classifier, keep: Sequence[str]) -> int:
     return n
 
 
-def _out_of_place(net: nn.Module) -> int:
-    """Make in-place activations (``ReLU6(inplace=True)`` ...) write a new tensor: an in-place activation on a
-    tensor autograd needs is cloned first, an extra pass over the largest feature maps (about 10% of
-    MobileNetV2's gradient pass measured here, docs/performance.md). Same function."""
-    n = 0
+def _out_of_place(net: nn.Module) -> None:
+    """Make in-place activations (``ReLU6(inplace=True)`` ...) write a new tensor: autograd clones the input of an
+    in-place activation it needs, one more pass over the largest feature maps (about 10% of MobileNetV2's gradient
+    pass without the kept heap of ``--keep-memory``, nothing measurable with it; docs/performance.md). Same
+    function."""
     for m in net.modules():
-        if getattr(m, "inplace", False) is True and isinstance(m, nn.Module) and not isinstance(m, nn.Dropout):
+        if getattr(m, "inplace", False) is True:
             m.inplace = False
-            n += 1
-    return n
 
 
 def _with_net(clf: Classifier, net: nn.Module) -> Classifier:

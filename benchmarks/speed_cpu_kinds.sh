@@ -7,7 +7,7 @@
 #     cores and caches, not a different machine: it says what the missing instructions cost, nothing about
 #     memory bandwidth.
 # "main mid" is the mid preset as main had it before held views (robust keep, views redrawn every step, bf16 on
-# an AMX CPU), here also without the kept heap (--no-keep-memory): the "at least 2x faster at equal protection"
+# an AMX CPU), here also without the kept heap (--no-keep-memory) and the fused convolutions (--no-fuse): the "at least 2x faster at equal protection"
 # comparison runs in the same process tree. It runs today's network passes (stopped after the deepest tap), which
 # main did not have, so the ratio understates the gain.
 # The run in docs/performance.md was made at commit 84f866c, when the presets were named differently (see there).
@@ -17,6 +17,6 @@ cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"
 n=${1:-6}
 "$PY" benchmarks/speed.py -o docs/results/speed-cpu-native --photos "$n" --rounds 1 \
-  --methods "naive,torchattacks,onlymine,onlymine+preset=fast,onlymine+preset=mid,onlymine+preset=mid+redraw=1+robust_keep=True+precision=bf16+keep_memory=False,step"
+  --methods "naive,torchattacks,onlymine,onlymine+fuse=False,onlymine+preset=fast,onlymine+preset=mid,onlymine+preset=mid+redraw=1+robust_keep=True+precision=bf16+keep_memory=False+fuse=False,step"
 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 "$PY" benchmarks/speed.py -o docs/results/speed-cpu-avx2 \
   --photos "$n" --rounds 1 --methods "naive,onlymine,onlymine+preset=fast,onlymine+preset=mid,step"

@@ -10,7 +10,7 @@ from tests.tiny import TINY_LAYER, tiny_classifier
 
 from onlymine.attacks.distortion import relative_distortion
 from onlymine.attacks.fmd import margin
-from onlymine.attacks.fmd_plus import FMDPlus
+from onlymine.attacks.fmd_plus import FMDPlus, FMDPlusConfig
 from onlymine.attacks.step import texture_budget
 
 
@@ -249,3 +249,19 @@ def test_luminance_masking_gives_dark_flat_regions_more_budget_and_reaches_every
     with contextlib.suppress(SystemExit):
         cli.main(["protect", "--help-all"])
     assert "--luminance" in capsys.readouterr().out
+
+
+def test_a_smaller_random_start_stays_inside_its_share_of_the_budget() -> None:
+    from onlymine.attacks.step import SignMomentum
+
+    g = torch.Generator().manual_seed(0)
+    x0 = [torch.rand(3, 20, 24, generator=g) * 0.8 + 0.1]
+    eps = 10 / 255
+    for texture in (False, True):
+        opt = SignMomentum(x0, eps, 1 / 255, 1.0, texture=texture)
+        whole = (opt.start(torch.Generator().manual_seed(1))[0] - x0[0]).abs()
+        small = (opt.start(torch.Generator().manual_seed(1), share=0.1)[0] - x0[0]).abs()
+        assert 0 < float(small.max()) <= 0.1 * eps + 1e-7 < float(whole.max())
+        torch.testing.assert_close(small, whole * 0.1, atol=1e-6, rtol=1e-4)  # the same draw, scaled
+    with pytest.raises(ValueError, match="--start"):
+        FMDPlusConfig(start=0.0)

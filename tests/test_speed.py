@@ -79,6 +79,49 @@ def test_fold_keeps_tapped_convolutions() -> None:
     assert isinstance(net[4], nn.Identity)
 
 
+def test_fused_convolution_and_clip_compute_the_same_function_and_gradient() -> None:
+    """MobileNetV2's conv -> folded BN -> ReLU6 triples as one oneDNN call (random init, never pretrained)."""
+    from torchvision.models import mobilenet_v2
+
+    from onlymine.models.fused import ConvClip, fuse_conv_clip
+
+    torch.manual_seed(0)
+    cfg = ModelCfg(name="mnv2-random", input_size=(64, 64), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                   pretrained=False, weights="random init")
+    clf = Classifier(mobilenet_v2(weights=None).eval(), cfg)
+    taps = ["features.4", "features.7.conv.0.2"]  # a block (fusion inside it is exact) and one ReLU6 (kept)
+    plain = fast_classifier(clf, keep=taps, fuse=False)
+    fused = fast_classifier(clf, keep=taps)
+    n = sum(isinstance(m, ConvClip) for m in fused.net.modules())
+    assert n == 34, "35 conv-ReLU6 pairs, one of them tapped"
+    assert not isinstance(fused.net.get_submodule("features.7.conv.0.0"), ConvClip)
+    assert fuse_conv_clip(fused.net, taps) == 0  # nothing left to fuse
+    x = torch.rand(3, 3, 64, 64).to(memory_format=torch.channels_last)
+    out = {}
+    for name, m in (("plain", plain), ("fused", fused)):
+        xx = x.clone().requires_grad_(True)
+        with m.taps.capture(taps) as feats:
+            logits = m.run_net(xx)
+        loss = logits.logsumexp(1).sum() + sum(f.pow(2).mean() for f in feats.values())
+        out[name] = (logits.detach(), {k: v.detach() for k, v in feats.items()}, torch.autograd.grad(loss, xx)[0])
+    (la, fa, ga), (lb, fb, gb) = out["plain"], out["fused"]
+    torch.testing.assert_close(lb, la, atol=1e-5, rtol=1e-5)
+    for k in taps:
+        torch.testing.assert_close(fb[k], fa[k], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gb, ga, atol=1e-6, rtol=1e-4)
+    with torch.no_grad():  # the no-grad path and the plain fallback (autocast) give the same logits too
+        torch.testing.assert_close(fused.run_net(x), la, atol=1e-5, rtol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = fused.run_net(x).float()
+    assert torch.allclose(low, la, atol=0.5, rtol=0.1)
+    relu = ConvClip(nn.Conv2d(3, 4, 3, padding=1), 0.0, float("inf"))  # ReLU: the relu post-op
+    y = torch.randn(2, 3, 9, 9, requires_grad=True)
+    torch.testing.assert_close(relu(y), relu.conv(y).relu())
+    g1 = torch.autograd.grad(relu(y).pow(2).sum(), y)[0]
+    g2 = torch.autograd.grad(relu.conv(y).relu().pow(2).sum(), y)[0]
+    torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-4)
+
+
 def test_fast_classifier_falls_back_when_folding_changes_the_function(monkeypatch) -> None:
     clf = bn_classifier()
 

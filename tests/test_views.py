@@ -240,3 +240,34 @@ def test_keep_freed_memory_sets_glibc_once() -> None:
     assert ok is keep_freed_memory()  # cached: asked once per process
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert ok is glibc
+
+
+def test_ops_views_chain_operators_replay_and_pass_gradients() -> None:
+    from onlymine.attacks.operators import BASIC, LEVELS, OperatorChain
+    from onlymine.attacks.samplers import Framed, FrameViews
+
+    g = torch.Generator().manual_seed(2)
+    z = torch.rand(2, 3, 30, 34, requires_grad=True)
+    chains = [OperatorChain.draw(g, 16 / 255) for _ in range(20)]
+    assert all(len(c.ops) in LEVELS and 0 < c.radius <= 2 * 16 / 255 * 1.5 / 0.226 + 1e-9 for c in chains)
+    assert len({BASIC[k][0] for c in chains for k, *_ in c.ops}) >= 5  # the chains mix the basic operators
+    for c in chains:
+        out = c(z)
+        assert out.shape == z.shape and torch.equal(out, c(z))  # a frozen record replays exactly
+        assert c.scaled(60, 68)(torch.rand(1, 3, 60, 68)).shape == (1, 3, 60, 68)
+    flip = OperatorChain(((BASIC.index(("hflip", 0.0)), 0.0, 0.0, 0.0),), 0.0, 0)
+    assert torch.equal(flip(z), z.flip(-1))  # one operator, no noise: exactly that operator
+    sum(c(z).sum() for c in chains[:4]).backward()
+    assert z.grad is not None and float(z.grad.abs().sum()) > 0
+    views = FrameViews(3, "ops", eps=8 / 255).draw(g, 30, 34)
+    assert views[0] is None and all(isinstance(v, Framed) and isinstance(v.then, OperatorChain) for v in views[1:])
+    assert max(v.then.radius for v in views[1:]) <= 2 * 8 / 255 * 1.5 / 0.226 + 1e-9  # the noise follows eps
+
+
+def test_fmd_plus_with_ops_views_keeps_the_invariants() -> None:
+    clf = tiny_classifier()
+    xs = _images(2)
+    eps = 8 / 255
+    adv = FMDPlus(clf, TINY_LAYER, eps=eps, alpha=2 / 255, steps=3, seed=0, views=2, transform="ops")(xs)
+    for a, x in zip(adv, xs, strict=True):
+        assert a.shape == x.shape and float((a - x).abs().max()) <= eps + 1e-6 and float(a.min()) >= 0

@@ -45,6 +45,8 @@ class RuntimeConfig(Config):
                             choices=PRECISIONS)
     channels_last: bool = option(True, "NHWC memory layout for the networks")
     fold_bn: bool = option(True, "fold BatchNorm into convolutions (same function)")
+    fuse: bool = option(True, "CPUs: each convolution and the ReLU6/ReLU after it in one oneDNN call, forward and "
+                        "backward (same function)")
     compile: bool = option(False, "torch.compile the untapped stages (slow start; measured slower on CPU)")
     keep_memory: bool = option(True, "Linux: glibc keeps freed memory for the next step instead of mapping it "
                                "afresh (fewer page faults; resident memory stays at its peak)")

@@ -76,10 +76,15 @@ class FMDPlusConfig(StepConfig):
     redraw: int = option(1, "steps each draw of views is held for: their clean features are computed once per "
                          "draw (1: new views every step)", minimum=1, metavar="K")
     transform: str = option("auto", "what each random view does: bsr (block shuffle and rotation), sia (block-wise "
-                            "transformations), resize (resize-and-pad), none; auto: bsr with --shuffle, else resize",
+                            "transformations), ops (chains of simple operators at a random neighbour, OPS), resize "
+                            "(resize-and-pad), none; auto: bsr with --shuffle, else resize",
                             choices=("auto", *TRANSFORMS))
     frame: bool = option(True, "take the random views from the whole frame (the whole photo stretched, random "
                          "boxes of any scale, position and aspect), not only from the model's centre crop")
+    start: float = option(1.0, "radius of the random start as a share of the budget (1: uniform over all of it, as "
+                          "the paper; less: just enough to leave the clean image, where the distortion's gradient "
+                          "is zero, so the saved change is the optimised one)", above=0.0, maximum=1.0,
+                          metavar="SHARE")
     robust_keep: bool = option(False, "keep the authorized prediction after a JPEG round trip and halving too")
     keep_pipelines: tuple[str, ...] = option(("crop",), "how the owner's model reads the files: threat-suite "
                                              "pipelines (crop, full, fivecrop, jpeg75, jpeg50, half, social) whose "
@@ -116,11 +121,12 @@ class FMDPlus(Attack):
 
     Built from parts: a view sampler (:mod:`~onlymine.attacks.views`: one resize-and-pad view per step from a
     fixed bank, DI, Xie et al. CVPR 2019; or the image and ``views`` fresh views, BSR with ``shuffle``, Wang et
-    al. CVPR 2024), a distortion (:class:`~onlymine.attacks.distortion.FeatureDistortion`, relative multi-layer,
-    surrogates included), a keep term (:mod:`~onlymine.attacks.keep`: hinge on the authorized margin ``m``,
-    over a JPEG and a half-size copy with ``robust_keep``) and an optimiser step
-    (:class:`~onlymine.attacks.step.SignMomentum`: MI-FGSM, Dong et al. CVPR 2018, inside a texture-masked
-    budget). The best iterate (:func:`~onlymine.attacks.base.improve_best`) is returned.
+    al. CVPR 2024, SIA, ICCV 2023, or OPS, Guo et al. CVPR 2025, :mod:`~onlymine.attacks.operators`), a
+    distortion (:class:`~onlymine.attacks.distortion.FeatureDistortion`, relative multi-layer, surrogates
+    included), a keep term (:mod:`~onlymine.attacks.keep`: hinge on the authorized margin ``m``, over a JPEG and
+    a half-size copy with ``robust_keep``) and an optimiser step (:class:`~onlymine.attacks.step.SignMomentum`:
+    MI-FGSM, Dong et al. CVPR 2018, inside a texture-masked budget). The best iterate
+    (:func:`~onlymine.attacks.base.improve_best`) is returned.
 
     Args:
         model: authorized :class:`~onlymine.models.Classifier`.
@@ -165,18 +171,18 @@ class FMDPlus(Attack):
         kind = c.transform if c.transform != "auto" else ("bsr" if c.shuffle else "resize")
         blocks = c.shuffle or 3
         if c.frame:
-            views: BankViews | FreshViews | FrameViews = FrameViews(c.views, kind, blocks, c.antialias)
+            views: BankViews | FreshViews | FrameViews = FrameViews(c.views, kind, blocks, c.antialias, c.eps)
         elif c.views == 1 and not c.shuffle and c.transform == "auto":
             views = BankViews(self.model.cfg.input_size[0], gen, BANK, c.diversity, c.antialias)
         else:
-            views = FreshViews(c.views, kind, blocks, c.antialias)
+            views = FreshViews(c.views, kind, blocks, c.antialias, c.eps)
         if isinstance(self.keep, PipelineKeep):
             self.keep.labels = self.label_table
         distortion = FeatureDistortion(self.model, self.layers, self.surrogates, c.surrogate_weight,
                                        c.view_scale, c.antialias)
         distortion.prepare(x0)
         opt = SignMomentum(x0, c.eps, c.alpha, c.momentum, c.texture, c.texture_floor, c.luminance)
-        x = opt.start(gen, c.random_start)
+        x = opt.start(gen, c.random_start, c.start)
         best = [xi.clone() for xi in x]
         best_score = torch.full((n,), -torch.inf, device=y.device)
         best_margin = torch.full((n,), -torch.inf, device=y.device)

@@ -1,10 +1,11 @@
 """View samplers: which views of the photo an attack step averages over.
 
 A view is ``None`` (the photo through the model's published crop), an input transformation of that crop (DI, BSR,
-SIA: :mod:`onlymine.attacks.views`), or a :class:`Framed` view: a box of the *whole* photo (the whole frame, a
-random crop of any scale and position, an aspect change) stretched to the model's input size, optionally
-transformed. Whole-frame views reach the pixels the published crop never reads, so no region of the photo keeps
-only the random start, and a model that reads the photo another way meets the same protection.
+SIA: :mod:`onlymine.attacks.views`; OPS: :mod:`onlymine.attacks.operators`), or a :class:`Framed` view: a box of
+the *whole* photo (the whole frame, a random crop of any scale and position, an aspect change) stretched to the
+model's input size, optionally transformed. Whole-frame views reach the pixels the published crop never reads, so
+no region of the photo keeps only the random start, and a model that reads the photo another way meets the same
+protection.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from onlymine.attacks.operators import OperatorChain
 from onlymine.attacks.views import BlockShuffle, BlockTransform, ResizePad
 
-Transform = ResizePad | BlockShuffle | BlockTransform
+Transform = ResizePad | BlockShuffle | BlockTransform | OperatorChain
 
 
 @dataclass(frozen=True)
@@ -132,21 +134,25 @@ class FreshViews:
 
     fixed = False
 
-    def __init__(self, n: int, transform: str = "resize", blocks: int = 3, antialias: bool = True) -> None:
-        self.n, self.transform, self.blocks, self.antialias = int(n), transform, int(blocks), antialias
+    def __init__(self, n: int, transform: str = "resize", blocks: int = 3, antialias: bool = True,
+                 eps: float = 16 / 255) -> None:
+        self.n, self.transform, self.blocks, self.antialias, self.eps = int(n), transform, int(blocks), antialias, eps
 
     def draw(self, gen: torch.Generator, h: int, w: int) -> list[View]:
-        return [None, *(draw_transform(self.transform, h, w, self.blocks, gen, self.antialias)
+        return [None, *(draw_transform(self.transform, h, w, self.blocks, gen, self.antialias, self.eps)
                         for _ in range(self.n))]
 
 
 
 
-TRANSFORMS = ("none", "resize", "bsr", "sia")
+TRANSFORMS = ("none", "resize", "bsr", "sia", "ops")
 
 
 def draw_transform(kind: str, h: int, w: int, blocks: int, gen: torch.Generator,
-                   antialias: bool = True) -> Transform | None:
+                   antialias: bool = True, eps: float = 16 / 255) -> Transform | None:
+    """A random view of kind ``kind``; ``eps`` (the attack's budget) sets the radius of an OPS view's noise."""
+    if kind == "ops":
+        return OperatorChain.draw(gen, eps)
     if kind == "bsr":
         return BlockShuffle.draw(h, w, blocks, gen)
     if kind == "sia":
@@ -162,10 +168,11 @@ class FrameViews:
 
     fixed = False
 
-    def __init__(self, n: int, transform: str = "bsr", blocks: int = 3, antialias: bool = True) -> None:
-        self.n, self.transform, self.blocks, self.antialias = int(n), transform, int(blocks), antialias
+    def __init__(self, n: int, transform: str = "bsr", blocks: int = 3, antialias: bool = True,
+                 eps: float = 16 / 255) -> None:
+        self.n, self.transform, self.blocks, self.antialias, self.eps = int(n), transform, int(blocks), antialias, eps
 
     def draw(self, gen: torch.Generator, h: int, w: int) -> list[View]:
         frames = [FULL, *(FrameCrop.draw(gen) for _ in range(self.n - 1))]
-        return [None, *(Framed(f, draw_transform(self.transform, h, w, self.blocks, gen, self.antialias))
+        return [None, *(Framed(f, draw_transform(self.transform, h, w, self.blocks, gen, self.antialias, self.eps))
                         for f in frames)]

@@ -52,11 +52,11 @@ class SignMomentum:
         b = self.budgets[i]
         return project(x, self.x0[i], self.eps if b is None else b)
 
-    def start(self, gen: torch.Generator, random: bool = True) -> list[torch.Tensor]:
-        """Uniform noise inside each image's budget (or the clean images with ``random=False``)."""
+    def start(self, gen: torch.Generator, random: bool = True, share: float = 1.0) -> list[torch.Tensor]:
+        """Uniform noise inside ``share`` of each image's budget (or the clean images with ``random=False``)."""
         if not random:
             return [x.clone() for x in self.x0]
-        return [self._project(x + uniform_like(x, self.eps, gen) * (1 if b is None else b / self.eps), i)
+        return [self._project(x + uniform_like(x, self.eps * share, gen) * (1 if b is None else b / self.eps), i)
                 for i, (x, b) in enumerate(zip(self.x0, self.budgets, strict=True))]
 
     @torch.no_grad()

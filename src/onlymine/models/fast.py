@@ -8,6 +8,7 @@ with:
   name can still be tapped and yields the same tensor);
 * ``channels_last`` memory layout (oneDNN's fast path for depthwise and 1x1 convolutions);
 * in-place activations made out-of-place (autograd would clone their input first);
+* each convolution and the ReLU6/ReLU after it run as one oneDNN call on CPUs (:mod:`onlymine.models.fused`);
 * an autocast precision (``bf16`` / ``fp16``) where the hardware runs it natively;
 * optionally ``torch.compile`` on the feature stages that are not tapped (hooks stay in eager modules).
 
@@ -27,6 +28,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from onlymine.models.classifier import Classifier
+from onlymine.models.fused import fuse_conv_clip
 from onlymine.models.taps import FeatureTaps
 
 log = logging.getLogger(__name__)
@@ -160,7 +162,8 @@ def _with_net(clf: Classifier, net: nn.Module) -> Classifier:
 
 
 def fast_classifier(clf: Classifier, keep: Sequence[str] = (), fold_bn: bool = True, channels_last: bool = True,
-                    precision: str = "fp32", compile: bool = False, check: bool = True) -> Classifier:
+                    precision: str = "fp32", compile: bool = False, check: bool = True,
+                    fuse: bool = True) -> Classifier:
     """A faster Classifier computing the same function as ``clf`` (which is not modified).
 
     Args:
@@ -170,6 +173,8 @@ def fast_classifier(clf: Classifier, keep: Sequence[str] = (), fold_bn: bool = T
         channels_last: run the network in NHWC memory layout.
         precision: ``fp32`` | ``bf16`` | ``fp16`` | ``auto`` (see :func:`resolve_precision`).
         compile: ``torch.compile`` the untapped feature stages (slow to start; see docs/performance.md).
+        fuse: each convolution + clip activation pair as one call on CPU fp32
+            (:func:`~onlymine.models.fused.fuse_conv_clip`).
         check: compare both models' fp32 logits on random images and return ``clf``'s network unchanged if
             they differ by more than float rounding (a model whose BatchNorm is not a plain affine map).
     """
@@ -181,12 +186,14 @@ def fast_classifier(clf: Classifier, keep: Sequence[str] = (), fold_bn: bool = T
         example = torch.randn(2, 3, h, w, generator=gen).to(device)
         net, n = fold_batchnorm(clf.net, example, keep)
         log.info("%s: folded %d BatchNorm layer(s) into convolutions", clf.name, n)
-    elif channels_last or compile:
+    elif channels_last or compile or fuse:
         net = copy.deepcopy(clf.net)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if net is not clf.net:
         _out_of_place(net)
+    if fuse:
+        log.info("%s: fused %d convolution + activation pair(s)", clf.name, fuse_conv_clip(net, keep))
     fast = _with_net(clf, net)
     fast.channels_last = channels_last
     if check and net is not clf.net:

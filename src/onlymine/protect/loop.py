@@ -51,7 +51,7 @@ class Protector:
         # the attack runs on a faster copy of the model (same function); verification uses the model itself
         keep = list(getattr(self.settings.config, "layers", ()) or layers_for("fmd", self.model))
         self.fast_model = fast_classifier(self.model, keep=keep, fold_bn=r.fold_bn, channels_last=r.channels_last,
-                                          precision=r.precision, compile=r.compile)
+                                          precision=r.precision, compile=r.compile, fuse=r.fuse)
         self.surrogates = self.load_surrogates()
 
     def make_target(self) -> Target:
@@ -61,7 +61,7 @@ class Protector:
         """The config's surrogates, each as a faster copy like the authorized model's."""
         s, r = self.settings, self.settings.runtime
         return [(fast_classifier(m, keep=names, fold_bn=r.fold_bn, channels_last=r.channels_last,
-                                 precision=r.precision), names)
+                                 precision=r.precision, fuse=r.fuse), names)
                 for m, names in load_surrogates(getattr(s.config, "surrogates", ()), s.model, self.device)]
 
     @property

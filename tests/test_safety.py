@@ -224,6 +224,16 @@ def test_sixteen_bit_input_stays_within_eps_of_its_original(tmp_path, capsys):
     assert rc == 0 and float((out - im.rgb).abs().max()) <= 16 / 255 + 1e-6
 
 
+def test_a_budget_off_the_8_bit_grid_is_not_overshot_by_the_rounding(tmp_path, capsys):
+    src = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(src)
+    eps = 0.0343  # 8.75 levels: rounding the attack's float output alone could write 9
+    rc, out, err = run(capsys, "protect", str(src), "-o", str(tmp_path / "out"), "--eps", str(eps), *FAST)
+    saved = io.load_image(tmp_path / "out" / "a.png").rgb
+    diff = float((saved - io.load_image(src).rgb).abs().max())
+    assert rc == 0 and "exceeds eps" not in err and diff <= 8 / 255 + 1e-6 and diff >= 7 / 255
+
+
 def test_rgb_under_fully_transparent_pixels_stays_as_it_was(tmp_path, capsys):
     rng = np.random.default_rng(1)
     rgba = rng.integers(0, 256, (40, 48, 4), dtype=np.uint8)

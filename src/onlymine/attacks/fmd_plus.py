@@ -75,6 +75,8 @@ class FMDPlusConfig(StepConfig):
                              "pipeline always keeps its own")
     redraw: int = option(1, "steps each draw of views is held for: their clean features are computed once per "
                          "draw (1: new views every step)", minimum=1, metavar="K")
+    # BSR and SIA read the same at eps 16 on the tuning photos, OPS views two to three times weaker
+    # (docs/transforms-eps16.md)
     transform: str = option("auto", "what each random view does: bsr (block shuffle and rotation), sia (block-wise "
                             "transformations), ops (chains of simple operators at a random neighbour, OPS), resize "
                             "(resize-and-pad), none; auto: bsr with --shuffle, else resize",

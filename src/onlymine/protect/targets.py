@@ -57,14 +57,14 @@ class Target(Protocol):
 
 
 def within_bounds(image: io.LoadedImage, x0: torch.Tensor, out: torch.Tensor, eps: float) -> torch.Tensor:
-    """The protected photo as it may be saved: pixels under full transparency stay as they were, and a photo
-    with more than 8 bits keeps every 8-bit level within ``eps`` of its original (the attack ran from its 8-bit
-    rounding, which is up to half a level away)."""
-    if image.bit_depth != 8:
-        orig = image.rgb.to(out.device)
-        lo = torch.ceil((orig - eps) * 255 - 1e-4).clamp(0, 255) / 255
-        hi = torch.floor((orig + eps) * 255 + 1e-4).clamp(0, 255) / 255
-        out = torch.minimum(torch.maximum(out, lo), hi)
+    """The protected photo as it may be saved: pixels under full transparency stay as they were, and every 8-bit
+    level the save rounds to lies within ``eps`` of the original (the rounding alone could overshoot by half a level
+    when ``eps * 255`` is not a whole number, e.g. ``--eps 0.0343``, or, for a photo with more than 8 bits, because
+    the attack ran from its 8-bit rounding)."""
+    orig = image.rgb.to(out.device)
+    lo = torch.ceil((orig - eps) * 255 - 1e-4).clamp(0, 255) / 255
+    hi = torch.floor((orig + eps) * 255 + 1e-4).clamp(0, 255) / 255
+    out = torch.minimum(torch.maximum(out, lo), hi)
     if image.alpha is not None:
         out = torch.where(image.alpha.to(out.device) == 0, x0, out)
     return out

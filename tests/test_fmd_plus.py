@@ -265,3 +265,18 @@ def test_a_smaller_random_start_stays_inside_its_share_of_the_budget() -> None:
         torch.testing.assert_close(small, whole * 0.1, atol=1e-6, rtol=1e-4)  # the same draw, scaled
     with pytest.raises(ValueError, match="--start"):
         FMDPlusConfig(start=0.0)
+
+
+def test_soft_steps_move_weak_gradient_pixels_less() -> None:
+    from onlymine.attacks.step import SignMomentum
+
+    x0 = [torch.full((3, 16, 16), 0.5)]
+    g = torch.linspace(0.01, 1, 3 * 16 * 16).view(3, 16, 16)  # gradient strength rising along the image
+    plain = (SignMomentum(x0, 16 / 255, 2 / 255, 1.0).step(x0, [g])[0] - 0.5).abs()
+    soft = (SignMomentum(x0, 16 / 255, 2 / 255, 1.0, soft=0.5).step(x0, [g])[0] - 0.5).abs()
+    assert torch.allclose(plain, torch.full_like(plain, 2 / 255))  # the sign: every pixel moves alpha
+    top, weak = soft.flatten()[-100:], soft.flatten()[:100]
+    assert torch.allclose(top, torch.full_like(top, 2 / 255)) and float(weak.max()) < 0.5 * 2 / 255
+    assert float(soft.max()) <= 2 / 255 + 1e-7
+    with pytest.raises(ValueError, match="--soft"):
+        FMDPlusConfig(soft=1.5)

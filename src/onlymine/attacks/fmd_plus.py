@@ -87,6 +87,9 @@ class FMDPlusConfig(StepConfig):
                           "the paper; less: just enough to leave the clean image, where the distortion's gradient "
                           "is zero, so the saved change is the optimised one)", above=0.0, maximum=1.0,
                           metavar="SHARE")
+    soft: float = option(0.0, "soften the sign step: a pixel moves alpha times its |momentum| over the image's "
+                         "SOFT-quantile of it, at most alpha (0: plain sign steps; pixels with a weak gradient stay "
+                         "nearer the clean image)", minimum=0.0, maximum=1.0, metavar="Q")
     robust_keep: bool = option(False, "keep the authorized prediction after a JPEG round trip and halving too")
     keep_pipelines: tuple[str, ...] = option(("crop",), "how the owner's model reads the files: threat-suite "
                                              "pipelines (crop, full, fivecrop, jpeg75, jpeg50, half, social) whose "
@@ -183,7 +186,7 @@ class FMDPlus(Attack):
         distortion = FeatureDistortion(self.model, self.layers, self.surrogates, c.surrogate_weight,
                                        c.view_scale, c.antialias)
         distortion.prepare(x0)
-        opt = SignMomentum(x0, c.eps, c.alpha, c.momentum, c.texture, c.texture_floor, c.luminance)
+        opt = SignMomentum(x0, c.eps, c.alpha, c.momentum, c.texture, c.texture_floor, c.luminance, c.soft)
         x = opt.start(gen, c.random_start, c.start)
         best = [xi.clone() for xi in x]
         best_score = torch.full((n,), -torch.inf, device=y.device)

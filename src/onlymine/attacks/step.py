@@ -40,13 +40,23 @@ class SignMomentum:
     2018): ``v <- mu v + g / mean|g|``, ``x <- Proj(x + alpha sign(v))``, the projection onto
     ``|x - x0| <= b`` (``b = eps``, or :func:`texture_budget` with ``texture``) and ``[0, 1]``.
 
+    With ``soft`` = q in (0, 1] the sign is softened: a pixel moves ``alpha * min(1, |v| / Q_q(|v|))`` (``Q_q``: the
+    q-quantile of the image's ``|v|``), so pixels whose gradient stays weak stay close to the clean image instead of
+    filling the budget like every other one.
+
     It holds one batch's state: the clean images, their budgets and velocities."""
 
     def __init__(self, x0: Sequence[torch.Tensor], eps: float, alpha: float, momentum: float,
-                 texture: bool = False, floor: float = TEXTURE_FLOOR, luminance: bool = False) -> None:
+                 texture: bool = False, floor: float = TEXTURE_FLOOR, luminance: bool = False,
+                 soft: float = 0.0) -> None:
         self.x0, self.eps, self.alpha, self.momentum = list(x0), float(eps), float(alpha), float(momentum)
+        self.soft = float(soft)
         self.budgets = [texture_budget(x, eps, floor, luminance=luminance) if texture else None for x in self.x0]
         self.velocity = [torch.zeros_like(x) for x in self.x0]
+        # the projection's bounds, once per batch: a step is then one clamp at full resolution, not five passes
+        # (same values as base.project: x0 - b <= 1 and x0 + b >= 0 for x0 in [0, 1])
+        self.bounds = [((x - (self.eps if b is None else b)).clamp_min(0.0), (x + (self.eps if b is None else b))
+                        .clamp_max(1.0)) for x, b in zip(self.x0, self.budgets, strict=True)]
 
     def _project(self, x: torch.Tensor, i: int) -> torch.Tensor:
         b = self.budgets[i]
@@ -63,6 +73,15 @@ class SignMomentum:
     def step(self, x: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         out = []
         for i, (xi, g) in enumerate(zip(x, grads, strict=True)):
-            self.velocity[i] = self.momentum * self.velocity[i] + g / g.abs().mean().clamp_min(1e-12)
-            out.append(self._project(xi + self.alpha * self.velocity[i].sign(), i))
+            v = self.velocity[i]
+            if self.momentum != 1.0:
+                v.mul_(self.momentum)
+            v.add_(g.div(g.abs().mean().clamp_min(1e-12)))
+            move = v.sign()
+            if self.soft > 0:
+                a = v.abs()
+                ref = torch.quantile(a.flatten()[:: max(1, a.numel() // 65536)], self.soft).clamp_min(1e-12)
+                move = move * (a / ref).clamp(max=1.0)
+            lo, hi = self.bounds[i]
+            out.append(torch.clamp(xi.detach().add(move, alpha=self.alpha), lo, hi))
         return out

@@ -5,7 +5,9 @@ A MobileNet-style block runs ``conv -> (folded BN) -> ReLU6``; in eager PyTorch 
 over the largest feature maps, forward and backward. oneDNN applies it as a post-op of the convolution
 (``mkldnn._convolution_pointwise``, the kernel inductor's CPU fusion calls), and the gradient of a clip can be read
 from its *output* (zero where the output sits on a bound), so the backward is ``hardtanh_backward`` on the saved
-output followed by the convolution's input gradient. Same function up to float rounding.
+output followed by the convolution's input gradient. Same function (MobileNetV2's logits and input gradient are
+bitwise equal). Measured on a 2-core AMX CPU: about 20% lower peak memory for the default preset, time within
+noise (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -280,3 +280,15 @@ def test_soft_steps_move_weak_gradient_pixels_less() -> None:
     assert float(soft.max()) <= 2 / 255 + 1e-7
     with pytest.raises(ValueError, match="--soft"):
         FMDPlusConfig(soft=1.5)
+
+
+def test_smooth_steps_follow_the_blurred_momentum() -> None:
+    from onlymine.attacks.step import SignMomentum
+
+    x0 = [torch.full((3, 24, 24), 0.5)]
+    g = torch.zeros(3, 24, 24)
+    g[:, 12, 12] = 1.0  # one strong pixel: its blur reaches the neighbours, the plain sign does not
+    plain = SignMomentum(x0, 16 / 255, 2 / 255, 1.0).step(x0, [g])[0] - 0.5
+    smooth = SignMomentum(x0, 16 / 255, 2 / 255, 1.0, smooth=2.0).step(x0, [g])[0] - 0.5
+    assert int((plain.abs() > 0).sum()) == 3 and int((smooth.abs() > 0).sum()) > 3 * 9
+    assert float(smooth.abs().max()) <= 2 / 255 + 1e-7 and float(smooth[0, 12, 12]) > 0

@@ -90,6 +90,8 @@ class FMDPlusConfig(StepConfig):
     soft: float = option(0.0, "soften the sign step: a pixel moves alpha times its |momentum| over the image's "
                          "SOFT-quantile of it, at most alpha (0: plain sign steps; pixels with a weak gradient stay "
                          "nearer the clean image)", minimum=0.0, maximum=1.0, metavar="Q")
+    smooth: float = option(0.0, "step along the sign of the momentum blurred with a Gaussian of this many pixels "
+                           "(0: none): smooth patches instead of pixel noise", minimum=0.0, metavar="PIXELS")
     robust_keep: bool = option(False, "keep the authorized prediction after a JPEG round trip and halving too")
     keep_pipelines: tuple[str, ...] = option(("crop",), "how the owner's model reads the files: threat-suite "
                                              "pipelines (crop, full, fivecrop, jpeg75, jpeg50, half, social) whose "
@@ -186,7 +188,8 @@ class FMDPlus(Attack):
         distortion = FeatureDistortion(self.model, self.layers, self.surrogates, c.surrogate_weight,
                                        c.view_scale, c.antialias)
         distortion.prepare(x0)
-        opt = SignMomentum(x0, c.eps, c.alpha, c.momentum, c.texture, c.texture_floor, c.luminance, c.soft)
+        opt = SignMomentum(x0, c.eps, c.alpha, c.momentum, c.texture, c.texture_floor, c.luminance, c.soft,
+                           c.smooth)
         x = opt.start(gen, c.random_start, c.start)
         best = [xi.clone() for xi in x]
         best_score = torch.full((n,), -torch.inf, device=y.device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -40,7 +41,9 @@ class SignMomentum:
     2018): ``v <- mu v + g / mean|g|``, ``x <- Proj(x + alpha sign(v))``, the projection onto
     ``|x - x0| <= b`` (``b = eps``, or :func:`texture_budget` with ``texture``) and ``[0, 1]``.
 
-    With ``soft`` = q in (0, 1] the sign is softened: a pixel moves ``alpha * min(1, |v| / Q_q(|v|))`` (``Q_q``: the
+    With ``smooth`` = s > 0 the step follows the sign of the momentum blurred with a Gaussian of s pixels, so the
+    change is made of smooth patches rather than of pixel-sized noise. With ``soft`` = q in (0, 1] the sign is
+    softened: a pixel moves ``alpha * min(1, |v| / Q_q(|v|))`` (``Q_q``: the
     q-quantile of the image's ``|v|``), so pixels whose gradient stays weak stay close to the clean image instead of
     filling the budget like every other one.
 
@@ -48,9 +51,9 @@ class SignMomentum:
 
     def __init__(self, x0: Sequence[torch.Tensor], eps: float, alpha: float, momentum: float,
                  texture: bool = False, floor: float = TEXTURE_FLOOR, luminance: bool = False,
-                 soft: float = 0.0) -> None:
+                 soft: float = 0.0, smooth: float = 0.0) -> None:
         self.x0, self.eps, self.alpha, self.momentum = list(x0), float(eps), float(alpha), float(momentum)
-        self.soft = float(soft)
+        self.soft, self.smooth = float(soft), float(smooth)
         self.budgets = [texture_budget(x, eps, floor, luminance=luminance) if texture else None for x in self.x0]
         self.velocity = [torch.zeros_like(x) for x in self.x0]
         # the projection's bounds, once per batch: a step is then one clamp at full resolution, not five passes
@@ -77,7 +80,7 @@ class SignMomentum:
             if self.momentum != 1.0:
                 v.mul_(self.momentum)
             v.add_(g.div(g.abs().mean().clamp_min(1e-12)))
-            move = v.sign()
+            move = (v if self.smooth <= 0 else _blur(v, self.smooth)).sign()
             if self.soft > 0:
                 a = v.abs()
                 ref = torch.quantile(a.flatten()[:: max(1, a.numel() // 65536)], self.soft).clamp_min(1e-12)
@@ -85,3 +88,10 @@ class SignMomentum:
             lo, hi = self.bounds[i]
             out.append(torch.clamp(xi.detach().add(move, alpha=self.alpha), lo, hi))
         return out
+
+
+def _blur(v: torch.Tensor, sigma: float) -> torch.Tensor:
+    from torchvision.transforms.v2 import functional as TF
+
+    k = 2 * math.ceil(2 * sigma) + 1
+    return TF.gaussian_blur(v, [k, k], [sigma, sigma])

@@ -7,10 +7,10 @@
 #     cores and caches, not a different machine: it says what the missing instructions cost, nothing about
 #     memory bandwidth.
 # "main mid" is the mid preset as main had it before held views (robust keep, views redrawn every step, bf16 on
-# an AMX CPU), here also without the kept heap (--no-keep-memory) and the fused convolutions (--no-fuse): the "at least 2x faster at equal protection"
-# comparison runs in the same process tree. It runs today's network passes (stopped after the deepest tap), which
-# main did not have, so the ratio understates the gain.
-# The run in docs/performance.md was made at commit 84f866c, when the presets were named differently (see there).
+# an AMX CPU), here also without the kept heap (--no-keep-memory) and the fused convolutions (--no-fuse): the
+# "at least 2x faster at equal protection" comparison runs in the same process tree. It runs today's network
+# passes (stopped after the deepest tap), which main did not have, so the ratio understates the gain.
+# The latest run in docs/performance.md (docs/results/speed-cpu-*) was made at commit caa9e38.
 # Usage: bash benchmarks/speed_cpu_kinds.sh [PHOTOS]     (6 photos: about 20 minutes on a quiet 2-core machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -292,3 +292,5 @@ def test_smooth_steps_follow_the_blurred_momentum() -> None:
     smooth = SignMomentum(x0, 16 / 255, 2 / 255, 1.0, smooth=2.0).step(x0, [g])[0] - 0.5
     assert int((plain.abs() > 0).sum()) == 3 and int((smooth.abs() > 0).sum()) > 3 * 9
     assert float(smooth.abs().max()) <= 2 / 255 + 1e-7 and float(smooth[0, 12, 12]) > 0
+    with pytest.raises(ValueError, match="--smooth"):  # a blur wider than a photo makes no sense
+        FMDPlusConfig(smooth=100.0)

@@ -91,7 +91,8 @@ class FMDPlusConfig(StepConfig):
                          "SOFT-quantile of it, at most alpha (0: plain sign steps; pixels with a weak gradient stay "
                          "nearer the clean image)", minimum=0.0, maximum=1.0, metavar="Q")
     smooth: float = option(0.0, "step along the sign of the momentum blurred with a Gaussian of this many pixels "
-                           "(0: none): smooth patches instead of pixel noise", minimum=0.0, metavar="PIXELS")
+                           "(0: none): smooth patches instead of pixel noise", minimum=0.0, maximum=32.0,
+                           metavar="PIXELS")
     robust_keep: bool = option(False, "keep the authorized prediction after a JPEG round trip and halving too")
     keep_pipelines: tuple[str, ...] = option(("crop",), "how the owner's model reads the files: threat-suite "
                                              "pipelines (crop, full, fivecrop, jpeg75, jpeg50, half, social) whose "

@@ -16,9 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
+
+from onlymine.attacks.views import ResizePad
 
 # the basic set of the reference implementation (Trustworthy-AI-Group/TransferAttack, input_transformation/ops.py)
 ANGLES = (5.0, -5.0, 15.0, -15.0, 45.0, -45.0, 90.0, -90.0, 180.0)
@@ -82,8 +83,6 @@ def _apply(op: tuple[str, float], z: torch.Tensor, u: float, v: float, w: float)
         return z / p
     if name == "dim":  # resize to a random size in [1/rate, 1] of the side, pad at a random place (DI)
         side = max(1, round(h * (1 / p + (1 - 1 / p) * u)))
-        cols = max(1, round(side * wd / h))
-        small = F.interpolate(z, size=(side, cols), mode="bilinear", align_corners=False)
-        top, left = int(v * (h - side + 1)), int(w * (wd - cols + 1))
-        return F.pad(small, (left, wd - cols - left, top, h - side - top))
+        top, left = int(v * (h - side + 1)), int(w * (wd - side * wd // h + 1))
+        return ResizePad(side, top, left, antialias=False)(z)
     return z

@@ -7,10 +7,16 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
 
 from onlymine.attacks.base import project, uniform_like
 
 TEXTURE_FLOOR = 0.5  # a flat region keeps half of eps (docs/beyond.md: texture budget)
+
+
+def _quantile(t: torch.Tensor, q: float) -> torch.Tensor:
+    """The ``q``-quantile of ``t``'s values, from at most about 65k of them (torch.quantile's input limit)."""
+    return torch.quantile(t.flatten()[:: max(1, t.numel() // 65536)], q)
 
 
 def texture_budget(x: torch.Tensor, eps: float, floor: float = TEXTURE_FLOOR, window: int = 7,
@@ -27,7 +33,7 @@ def texture_budget(x: torch.Tensor, eps: float, floor: float = TEXTURE_FLOOR, wi
     mean = F.avg_pool2d(F.pad(lum, (pad,) * 4, mode="replicate"), window, stride=1)
     sq = F.avg_pool2d(F.pad(lum**2, (pad,) * 4, mode="replicate"), window, stride=1)
     std = (sq - mean**2).clamp_min(0).sqrt()[0]
-    ref = torch.quantile(std.flatten()[:: max(1, std.numel() // 65536)], 0.6).clamp_min(1e-3)
+    ref = _quantile(std, 0.6).clamp_min(1e-3)
     mask = (std / ref).clamp(0, 1)
     if luminance:
         bg = mean[0] * 255
@@ -58,8 +64,8 @@ class SignMomentum:
         self.velocity = [torch.zeros_like(x) for x in self.x0]
         # the projection's bounds, once per batch: a step is then one clamp at full resolution, not five passes
         # (same values as base.project: x0 - b <= 1 and x0 + b >= 0 for x0 in [0, 1])
-        self.bounds = [((x - (self.eps if b is None else b)).clamp_min(0.0), (x + (self.eps if b is None else b))
-                        .clamp_max(1.0)) for x, b in zip(self.x0, self.budgets, strict=True)]
+        budgets = [self.eps if b is None else b for b in self.budgets]
+        self.bounds = [((x - b).clamp_min(0.0), (x + b).clamp_max(1.0)) for x, b in zip(self.x0, budgets, strict=True)]
 
     def _project(self, x: torch.Tensor, i: int) -> torch.Tensor:
         b = self.budgets[i]
@@ -83,7 +89,7 @@ class SignMomentum:
             move = (v if self.smooth <= 0 else _blur(v, self.smooth)).sign()
             if self.soft > 0:
                 a = v.abs()
-                ref = torch.quantile(a.flatten()[:: max(1, a.numel() // 65536)], self.soft).clamp_min(1e-12)
+                ref = _quantile(a, self.soft).clamp_min(1e-12)
                 move = move * (a / ref).clamp(max=1.0)
             lo, hi = self.bounds[i]
             out.append(torch.clamp(xi.detach().add(move, alpha=self.alpha), lo, hi))
@@ -91,7 +97,5 @@ class SignMomentum:
 
 
 def _blur(v: torch.Tensor, sigma: float) -> torch.Tensor:
-    from torchvision.transforms.v2 import functional as TF
-
     k = 2 * math.ceil(2 * sigma) + 1
     return TF.gaussian_blur(v, [k, k], [sigma, sigma])

@@ -294,3 +294,33 @@ def test_smooth_steps_follow_the_blurred_momentum() -> None:
     assert float(smooth.abs().max()) <= 2 / 255 + 1e-7 and float(smooth[0, 12, 12]) > 0
     with pytest.raises(ValueError, match="--smooth"):  # a blur wider than a photo makes no sense
         FMDPlusConfig(smooth=100.0)
+
+
+def test_ssim_budget_holds_each_window_near_its_target() -> None:
+    import numpy as np
+    from PIL import Image
+
+    from onlymine import metrics
+    from onlymine.attacks.step import SSIM_C2, SignMomentum, ssim_budget
+
+    x = torch.zeros(3, 48, 48)
+    x[:, :, 24:] = torch.rand(3, 48, 24, generator=torch.Generator().manual_seed(0))
+    b = ssim_budget(x, 16 / 255, 0.9)
+    assert b.shape == (3, 48, 48) and float(b.max()) <= 16 / 255 + 1e-7
+    flat = (1 / 0.9 - 1) * SSIM_C2
+    assert abs(float(b[:, 4:20, 2:12].mean()) - flat**0.5) < 1e-6  # a flat region: SSIM's constant alone
+    assert float(b[:, :, 30:].min()) > 15.9 / 255  # noise: the whole eps
+    assert ssim_budget(torch.rand(3, 3, 7), 16 / 255, 0.9).shape == (3, 3, 7)  # smaller than SSIM's window
+    # on a real photo, a change that fills the budget with random signs lands near the SSIM asked for
+    photo = torch.from_numpy(np.asarray(Image.open("samples/chelsea.png").convert("RGB")).copy())
+    photo = photo.permute(2, 0, 1).float() / 255
+    sign = torch.randint(0, 2, photo.shape, generator=torch.Generator().manual_seed(1)).float() * 2 - 1
+    for target in (0.85, 0.92):
+        s = metrics.ssim(photo, (photo + ssim_budget(photo, 16 / 255, target) * sign).clamp(0, 1))
+        assert target - 0.03 < s < target + 0.05
+    # the optimiser takes it in place of the texture budget, and its start stays inside it
+    opt = SignMomentum([photo], 16 / 255, 2 / 255, 1.0, texture=True, ssim=0.9)
+    start = opt.start(torch.Generator().manual_seed(2))[0]
+    assert bool(((start - photo).abs() <= ssim_budget(photo, 16 / 255, 0.9) + 1e-6).all())
+    with pytest.raises(ValueError, match="--ssim-budget"):
+        FMDPlusConfig(ssim_budget=1.0)

@@ -42,10 +42,32 @@ def texture_budget(x: torch.Tensor, eps: float, floor: float = TEXTURE_FLOOR, wi
     return eps * (floor + (1 - floor) * mask)
 
 
+SSIM_C2 = 0.03**2  # SSIM's contrast constant (K2 0.03, data range 1)
+
+
+def ssim_budget(x: torch.Tensor, eps: float, target: float, sigma: float = 1.5) -> torch.Tensor:
+    """Per-pixel, per-channel L-inf budget from the local SSIM a change may cost, at most ``eps``.
+
+    A change of standard deviation ``d`` uncorrelated with the image lowers SSIM's contrast-structure term in a
+    window of clean standard deviation ``s`` to ``(2 s^2 + C2) / (2 s^2 + d^2 + C2)`` (Wang et al., "Image quality
+    assessment: from error visibility to structural similarity", IEEE TIP 2004). Sign steps fill the budget
+    (``d`` about ``b``), so ``b = sqrt((1/target - 1)(2 s^2 + C2))`` keeps that term near ``target`` in every
+    window: flat regions get a few levels, texture up to ``eps``. ``s`` is taken in SSIM's own Gaussian window
+    (11 px, sigma 1.5) on each channel, as torchmetrics computes SSIM.
+    """
+    k = 2 * math.ceil(3.5 * sigma) - 1  # 11 for sigma 1.5, SSIM's window
+    k = min(k, (min(x.shape[-2:]) - 1) // 2 * 2 + 1)  # the reflect padding needs a window inside a tiny image
+    xb = x[None].float()
+    mean = TF.gaussian_blur(xb, [k, k], [sigma, sigma])
+    var = (TF.gaussian_blur(xb * xb, [k, k], [sigma, sigma]) - mean * mean).clamp_min(0)[0]
+    return ((1 / target - 1) * (2 * var + SSIM_C2)).sqrt().clamp(max=eps).to(x.dtype)
+
+
 class SignMomentum:
     """MI-FGSM steps inside a per-pixel budget (Dong et al., "Boosting Adversarial Attacks with Momentum", CVPR
     2018): ``v <- mu v + g / mean|g|``, ``x <- Proj(x + alpha sign(v))``, the projection onto
-    ``|x - x0| <= b`` (``b = eps``, or :func:`texture_budget` with ``texture``) and ``[0, 1]``.
+    ``|x - x0| <= b`` (``b = eps``, :func:`texture_budget` with ``texture``, or :func:`ssim_budget` with ``ssim``,
+    which then takes the place of the texture budget) and ``[0, 1]``.
 
     With ``smooth`` = s > 0 the step follows the sign of the momentum blurred with a Gaussian of s pixels, so the
     change is made of smooth patches rather than of pixel-sized noise. With ``soft`` = q in (0, 1] the sign is
@@ -57,10 +79,11 @@ class SignMomentum:
 
     def __init__(self, x0: Sequence[torch.Tensor], eps: float, alpha: float, momentum: float,
                  texture: bool = False, floor: float = TEXTURE_FLOOR, luminance: bool = False,
-                 soft: float = 0.0, smooth: float = 0.0) -> None:
+                 soft: float = 0.0, smooth: float = 0.0, ssim: float = 0.0) -> None:
         self.x0, self.eps, self.alpha, self.momentum = list(x0), float(eps), float(alpha), float(momentum)
         self.soft, self.smooth = float(soft), float(smooth)
-        self.budgets = [texture_budget(x, eps, floor, luminance=luminance) if texture else None for x in self.x0]
+        self.budgets = [ssim_budget(x, eps, ssim) if ssim > 0 else
+                        texture_budget(x, eps, floor, luminance=luminance) if texture else None for x in self.x0]
         self.velocity = [torch.zeros_like(x) for x in self.x0]
         # the projection's bounds, once per batch: a step is then one clamp at full resolution, not five passes
         # (same values as base.project: x0 - b <= 1 and x0 + b >= 0 for x0 in [0, 1])

@@ -45,7 +45,7 @@ def main() -> None:
         rows = [r for r in rows if r.get("status") == "ok"]
         out: dict[str, list[float]] = {"budget": [], "change": [], "fill_in": [], "fill_out": []}
         for r in rows:
-            s = r["settings"]["config"] if "config" in r["settings"] else r["settings"]
+            s = r["settings"]["config"]
             x = load_image(args.originals / Path(r["input"]).name).rgb
             y = load_image(r["output"]).rgb
             if s.get("ssim_budget", 0) > 0:

@@ -324,3 +324,5 @@ def test_ssim_budget_holds_each_window_near_its_target() -> None:
     assert bool(((start - photo).abs() <= ssim_budget(photo, 16 / 255, 0.9) + 1e-6).all())
     with pytest.raises(ValueError, match="--ssim-budget"):
         FMDPlusConfig(ssim_budget=1.0)
+    with pytest.raises(ValueError, match="--luminance"):
+        FMDPlusConfig(ssim_budget=0.85, luminance=True)

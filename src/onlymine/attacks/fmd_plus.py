@@ -113,6 +113,9 @@ class FMDPlusConfig(StepConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.ssim_budget > 0 and self.luminance:
+            raise ConfigError("--luminance shapes --texture's budget; --ssim-budget replaces that budget, so the two "
+                              "do not go together")
         if self.shuffle == 1:
             raise ConfigError("--shuffle must be 0 (resize-and-pad views) or at least 2 blocks, got 1")
         from onlymine.threats import NAMES

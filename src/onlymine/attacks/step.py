@@ -53,13 +53,12 @@ def ssim_budget(x: torch.Tensor, eps: float, target: float, sigma: float = 1.5) 
     assessment: from error visibility to structural similarity", IEEE TIP 2004). Sign steps fill the budget
     (``d`` about ``b``), so ``b = sqrt((1/target - 1)(2 s^2 + C2))`` keeps that term near ``target`` in every
     window: flat regions get a few levels, texture up to ``eps``. ``s`` is taken in SSIM's own Gaussian window
-    (11 px, sigma 1.5) on each channel, as torchmetrics computes SSIM.
+    (11 px, ``sigma`` 1.5) on each channel, as torchmetrics computes SSIM.
     """
-    k = 2 * math.ceil(3.5 * sigma) - 1  # 11 for sigma 1.5, SSIM's window
-    k = min(k, (min(x.shape[-2:]) - 1) // 2 * 2 + 1)  # the reflect padding needs a window inside a tiny image
+    k = min(11, (min(x.shape[-2:]) - 1) // 2 * 2 + 1)  # SSIM's 11-px window, or the largest a tiny image holds
     xb = x[None].float()
-    mean = TF.gaussian_blur(xb, [k, k], [sigma, sigma])
-    var = (TF.gaussian_blur(xb * xb, [k, k], [sigma, sigma]) - mean * mean).clamp_min(0)[0]
+    mean = _blur(xb, sigma, k)
+    var = (_blur(xb * xb, sigma, k) - mean * mean).clamp_min(0)[0]
     return ((1 / target - 1) * (2 * var + SSIM_C2)).sqrt().clamp(max=eps).to(x.dtype)
 
 
@@ -119,6 +118,7 @@ class SignMomentum:
         return out
 
 
-def _blur(v: torch.Tensor, sigma: float) -> torch.Tensor:
-    k = 2 * math.ceil(2 * sigma) + 1
+def _blur(v: torch.Tensor, sigma: float, size: int | None = None) -> torch.Tensor:
+    """Gaussian blur of ``sigma`` pixels over a ``size`` window (odd; default: two sigmas each side)."""
+    k = size or 2 * math.ceil(2 * sigma) + 1
     return TF.gaussian_blur(v, [k, k], [sigma, sigma])

@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="which photos to use: foolbox_* (true labels), aib_* (consensus labels) or all")
     p.add_argument("--split", choices=["all", "tune", "test", "fresh"], default="all",
                    help="kit photos used for tuning (foolbox_* and the first 10 aib_*), the rest (test), or the "
-                        "test photos no decision looked at (fresh: all but the first 16; default: all)")
+                        "test photos after the 16 of the old held-out split (fresh; their reports have informed "
+                        "decisions since, so not strictly held out; default: all)")
     p.add_argument("--limit", type=int, help="use at most N photos (taken in turn from foolbox and aib)")
     p.add_argument("--seed", type=int, nargs="+", metavar="SEED",
                    help="random-start / transform seed of every method (default 0); several: each protecting "

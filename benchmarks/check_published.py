@@ -71,7 +71,8 @@ def main() -> None:
     for folder in a.folders:
         res = check(folder)
         out.append(res)
-        print(f"{res['model']:26s} {folder.name:32s} kept {res['kept']}/{res['files']} ({res['kept_pct']}%) "
+        name = f"{folder.parent.name}/{folder.name}"  # matrix cells share their last part (one per seed)
+        print(f"{res['model']:26s} {name:48s} kept {res['kept']}/{res['files']} ({res['kept_pct']}%) "
               f"onlymine-failed {res['onlymine_failed']}", flush=True)
         for miss in res["not_kept"]:
             print(f"    not kept: {miss}", file=sys.stderr)

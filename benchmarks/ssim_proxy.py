@@ -7,10 +7,10 @@ output (the attack's change is smoother than random signs): docs/mid-ssim.md.
 
     python benchmarks/ssim_proxy.py [--split tune] texture:10:0.3 ssim:16:0.85 ssim:16:0.85:5 ...
 
-Each budget is ``texture:EPS:FLOOR`` (attacks.step.texture_budget) or ``ssim:EPS:TARGET[:LOW]``
-(attacks.step.ssim_budget, raised to at least LOW where it is lower: a what-if the attack does not offer yet), EPS and
-LOW in 1/255 units. *ring* is metrics.ring_ratio of the filled change against the MobileNetV2 crop: the ratio the
-issue asks to keep in 0.8-1.25, as the budget alone sets it.
+Each budget is ``texture:EPS:FLOOR`` (attacks.step.texture_budget) or ``ssim:EPS:TARGET`` (attacks.step.ssim_budget),
+either followed by ``:LOW`` to raise it to at least LOW where it is lower (a what-if the attack does not offer yet),
+EPS and LOW in 1/255 units, LOW at most EPS. *ring* is metrics.ring_ratio of the filled change against the
+MobileNetV2 crop: the ratio the issue asks to keep in 0.8-1.25, as the budget alone sets it.
 """
 
 from __future__ import annotations
@@ -41,7 +41,11 @@ def budget(spec: str, x: torch.Tensor) -> torch.Tensor:
 def raised(spec: str, x: torch.Tensor) -> torch.Tensor:
     parts = spec.split(":")
     b = budget(":".join(parts[:3]), x)
-    return b.clamp_min(float(parts[3]) / 255) if len(parts) > 3 else b
+    if len(parts) < 4:
+        return b
+    if float(parts[3]) > float(parts[1]):
+        raise SystemExit(f"LOW {parts[3]} is above EPS {parts[1]} in {spec!r}: the budget never exceeds eps")
+    return b.clamp_min(float(parts[3]) / 255)
 
 
 def main() -> None:

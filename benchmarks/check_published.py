@@ -66,20 +66,19 @@ def check(folder: Path, pipelines: tuple[str, ...] = ("crop",)) -> dict:
     per = {name: {"kept": 0, "not_kept": []} for name in pipelines}
     for r in latest.values():
         original, protected = read(r["input"], True), read(r["output"], False)
-        ok = True
+        failed = []
         for name, transform in transforms.items():
             clean, prot = net(torch.stack([transform(original), transform(protected)])).argmax(-1).tolist()
             if clean == prot:
                 per[name]["kept"] += 1
             else:
-                ok = False
+                failed.append(name)
                 per[name]["not_kept"].append({"input": r["input"], "clean": clean, "protected": prot,
                                               "status": r["status"]})
-        kept += ok
-        if not ok:
-            lost.append({"input": r["input"], "status": r["status"],
-                         "pipelines": [n for n in pipelines if any(m["input"] == r["input"]
-                                                                   for m in per[n]["not_kept"])]})
+        if failed:
+            lost.append({"input": r["input"], "status": r["status"], "pipelines": failed})
+        else:
+            kept += 1
     n = max(1, len(latest))
     for entry in per.values():
         entry["kept_pct"] = round(100 * entry["kept"] / n, 2)
